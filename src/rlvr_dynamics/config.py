@@ -1,0 +1,110 @@
+"""Notebook parameters: one dataclass per notebook, validated before any work starts.
+
+Each field carries its help text and its allowed values in ``metadata`` (CleanRL style).
+The same dataclass validates the values DVC takes from ``params.yaml`` (in
+:mod:`rlvr_dynamics.pipeline`, before papermill starts) and the values a notebook's own
+``parameters`` cell holds (at the top of the notebook).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES = ("cpu", "gpu", "paper")
+
+
+def param(default: Any, help: str, minimum: float | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field with help text and allowed values."""
+    metadata = {"help": help, "minimum": minimum, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class ParameterError(ValueError):
+    """A parameter is unknown or has a value outside its allowed set."""
+
+
+def _allowed(f: dataclasses.Field, kind: str) -> str:
+    if f.metadata.get("choices"):
+        return f"one of {list(f.metadata['choices'])}"
+    bound = f.metadata.get("minimum")
+    return f"{kind}" + (f" >= {bound}" if bound is not None else "")
+
+
+def _check_scalar(name: str, value: Any, kind: type, f: dataclasses.Field) -> Any:
+    description = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}[kind]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+    if ok and choices is not None:
+        ok = value in choices
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if not ok:
+        raise ParameterError(f"parameter {name!r} = {value!r} is invalid: allowed values are {_allowed(f, description)}")
+    return value
+
+
+def validate(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """Build ``cls`` from ``values``, raising :class:`ParameterError` naming the bad key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown}{where}; allowed keys are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if typing.get_origin(kind) is list:
+            (inner,) = typing.get_args(kind)
+            if not isinstance(value, list | tuple) or not value:
+                raise ParameterError(f"parameter {name!r} = {value!r}{where} must be a non-empty list")
+            checked[name] = [_check_scalar(f"{name}[{i}]", v, inner, fields[name]) for i, v in enumerate(value)]
+        else:
+            checked[name] = _check_scalar(name, value, kind, fields[name])
+    return cls(**checked)
+
+
+def from_namespace(cls: type, namespace: Mapping[str, Any]) -> Any:
+    """Collect a notebook's parameter variables (e.g. ``globals()``) into a validated ``cls``."""
+    return validate(cls, {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace})
+
+
+def check_profile(profile: Any) -> str:
+    if profile not in PROFILES:
+        raise ParameterError(f"parameter 'profile' = {profile!r} is invalid: allowed values are {list(PROFILES)}")
+    return profile
+
+
+@dataclass
+class GradientGapBanditParams:
+    """Parameters of ``notebooks/01_gradient_gap_bandits.ipynb``."""
+
+    seed: int = param(0, "master seed of every random draw in the notebook", minimum=0)
+    mab_arms: int = param(100, "E2: number of arms of the MAB", minimum=2)
+    mab_steps: int = param(10_000, "E2: exact REINFORCE steps", minimum=1)
+    mab_step_sizes: list[float] = param([0.1, 1.0, 10.0], "E2: step sizes eta", minimum=0.0)
+    cb_seeds: int = param(5, "E1: seeds (each redraws scores, pool, eval set, theta_0)", minimum=1)
+    cb_steps: int = param(5000, "E1: exact REINFORCE steps K", minimum=1)
+    cb_eval_contexts: int = param(500, "E1: fresh evaluation contexts", minimum=1)
+    cb_record_every: int = param(10, "E1: record J, M, R every this many steps", minimum=1)
+    collapse_steps: int = param(200, "E4/E5: steps of the Theorem 2/4 constructions", minimum=2)
+    x1_steps: int = param(20_000, "X1: exact REINFORCE steps per step size", minimum=1)
+    x1_grid_points: int = param(120, "X1: log-spaced step sizes in [0.5, 200]", minimum=4)
+    x3_lengths: list[int] = param([4, 8, 16, 32, 64], "X3: response lengths T", minimum=1)
+    x3_step_sizes: int = param(15, "X3: log-spaced step sizes alpha in [10^0.5, 10^4]", minimum=3)
+    x3_seeds: int = param(32, "X3: seeds per (rule, T, alpha)", minimum=1)
+    x3_steps: int = param(300, "X3: SGD steps per run", minimum=1)
+    x4_length: int = param(8, "X4: response length T", minimum=1)
+    x4_seeds: int = param(16, "X4: seeds per (rule, alpha)", minimum=1)
+    x4_steps: int = param(1000, "X4: SGD steps per run", minimum=1)
+    x4_step_sizes: list[float] = param([3.0, 10.0, 30.0, 100.0], "X4: Dr. GRPO step sizes (GRPO matched at J0)", minimum=0.0)
+
+
+NOTEBOOK_PARAMS = {"01_gradient_gap_bandits": GradientGapBanditParams}
