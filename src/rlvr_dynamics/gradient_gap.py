@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rlvr_dynamics.simulator import (
     BigramPolicy,
