@@ -13,10 +13,6 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "savefig.bbox": "tight"})
 
 
-def step_colorbar(fig: plt.Figure, mappable, ax, label: str = "step k") -> None:
-    fig.colorbar(mappable, ax=ax, label=label)
-
-
 def save(fig: plt.Figure, output_dir: Path | None, name: str) -> None:
     """Save ``fig`` as ``<output_dir>/figures/<name>.png`` (skipped when output_dir is None)."""
     if output_dir is not None:
