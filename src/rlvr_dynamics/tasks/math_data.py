@@ -77,7 +77,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _resolve(source: str | os.PathLike | None, subfolder: str, split: str, hub_id: str) -> list[dict]:
+def _resolve(source: str | os.PathLike | None, subfolder: str, split: str) -> list[dict]:
     if source is None:
         base = os.environ.get(DATA_DIR_VARIABLE)
         if not base:
@@ -107,7 +107,7 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None) -> 
     """GSM8K problems of ``split`` ('train' / 'test') with the final number as reference."""
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r} is not one of ['train', 'test']")
-    rows = _resolve(source, "gsm8k", split, GSM8K_HUB_ID)
+    rows = _resolve(source, "gsm8k", split)
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"gsm8k {split} row {i}"
@@ -122,7 +122,7 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None) -> 
 def load_math500(source: str | os.PathLike | None = None) -> list[Problem]:
     """MATH500 test problems; reference = the ``answer`` field of the hub schema, or the
     last ``\\boxed{}`` of the solution in the local ``{question, answer=solution}`` files."""
-    rows = _resolve(source, "math500", "test", MATH500_HUB_ID)
+    rows = _resolve(source, "math500", "test")
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"math500 row {i}"
