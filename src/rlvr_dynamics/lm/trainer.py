@@ -1,0 +1,148 @@
+"""The one RL trainer of the project: TRL's ``GRPOTrainer`` with named update rules and two hooks.
+
+Update rules (``UPDATE_RULES``), all on TRL's own generation, reward and loss code:
+
+=============  ==========================================================================
+``grpo``       A = (r - mean_G r) / (std_G r + 1e-4), per-sequence 1/|o| average (Eq. 22-23;
+               TRL ``loss_type="grpo"``, ``scale_rewards="group"``)
+``no_std``     A = r - mean_G r, per-sequence 1/|o| average (the normalization paper's baseline)
+``dr_grpo``    A = r - mean_G r, token sum over a constant (Liu et al.; TRL ``loss_type="dr_grpo"``)
+``reinforce``  sequence-level REINFORCE, -(1/B) sum_i A_i sum_t log pi(o_i,t): A = r - mean_G r
+               (``baseline="mean"``) or leave-one-out A = G/(G-1) (r - mean_G r) (``baseline="loo"``);
+               implemented through the token-loss hook below
+``ppo_clip``   GRPO advantages with PPO's clipped ratio over ``num_iterations`` > 1 updates per batch
+=============  ==========================================================================
+
+Hooks:
+
+* ``token_loss``: a callable ``(trainer, per_token_logps, old_per_token_logps, advantages, mask, inputs)
+  -> scalar loss`` replacing TRL's loss aggregation (LCO plugs in here). ``advantages`` is (B,) or (B, T).
+* ``set_reward_weights(weights)``: reassigns the reward-function weights that TRL reads at every
+  generation step (CTWA and scalarization baselines call it from a callback, see
+  :class:`rlvr_dynamics.lm.diagnostics.RewardWeightSchedule`).
+
+The trainer also keeps the last batch's rewards per function, advantages and completion lengths
+(``last_batch``) and the last pre-clip gradient norm, which the diagnostics callbacks read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from trl import GRPOTrainer
+
+TokenLoss = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    loss_type: str
+    scale_rewards: str
+    uses_token_loss: bool = False
+
+
+UPDATE_RULES = {
+    "grpo": UpdateRule("grpo", "group"),
+    "no_std": UpdateRule("grpo", "none"),
+    "dr_grpo": UpdateRule("dr_grpo", "none"),
+    "reinforce": UpdateRule("grpo", "none", uses_token_loss=True),
+    "ppo_clip": UpdateRule("grpo", "group"),
+}
+BASELINES = ("mean", "loo")
+
+
+def reinforce_token_loss(trainer, per_token_logps, old_per_token_logps, advantages, mask, inputs) -> torch.Tensor:
+    """-(1/B) sum_i A_i sum_t ratio_i,t, whose gradient at ratio = 1 is -(1/B) sum_i A_i grad log pi(o_i)."""
+    ratio = torch.exp(per_token_logps - old_per_token_logps)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    return -(ratio * advantages * mask).sum() / per_token_logps.size(0)
+
+
+@dataclass
+class LastBatch:
+    """What the last generation step produced (all processes gathered)."""
+
+    rewards_per_func: torch.Tensor  # (N, n_funcs)
+    rewards: torch.Tensor  # (N,) weighted sum
+    advantages: torch.Tensor  # (N,) or (N, T) for the local process
+    completion_lengths: torch.Tensor  # (N,)
+    num_generations: int
+
+
+class RLVRTrainer(GRPOTrainer):
+    """``GRPOTrainer`` plus named update rules, a per-token loss hook and reward-weight control."""
+
+    def __init__(self, *args, update_rule: str = "grpo", baseline: str = "mean", token_loss: TokenLoss | None = None, **kwargs):
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule = {update_rule!r} is invalid: allowed values are {list(UPDATE_RULES)}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline = {baseline!r} is invalid: allowed values are {list(BASELINES)}")
+        super().__init__(*args, **kwargs)
+        self.update_rule = update_rule
+        self.baseline = baseline
+        self.token_loss = token_loss or (reinforce_token_loss if UPDATE_RULES[update_rule].uses_token_loss else None)
+        self.last_batch: LastBatch | None = None
+        self.last_grad_norm: float = float("nan")
+        self._last_rewards_per_func: torch.Tensor | None = None
+
+    # ----- reward weights (CTWA, scalarization baselines) -----
+    def set_reward_weights(self, weights: Sequence[float]) -> None:
+        weights = torch.as_tensor(list(weights), dtype=torch.float32)
+        if weights.shape != self.reward_weights.shape:
+            raise ValueError(f"reward weights must have {len(self.reward_funcs)} entries, got {len(weights)}")
+        self.reward_weights = weights
+
+    # ----- advantages and batch bookkeeping -----
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func.detach().float().cpu()
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        num_generations = self.num_generations if self.model.training else self.num_generations_eval
+        if self.update_rule == "reinforce" and self.baseline == "loo" and num_generations > 1:
+            output["advantages"] = output["advantages"] * (num_generations / (num_generations - 1))
+        if self.model.training:
+            per_func = self._last_rewards_per_func
+            self.last_batch = LastBatch(
+                rewards_per_func=per_func,
+                rewards=torch.nan_to_num(per_func * self.reward_weights.unsqueeze(0)).sum(dim=1),
+                advantages=output["advantages"].detach().float().cpu(),
+                completion_lengths=output["completion_mask"].sum(dim=1).detach().float().cpu(),
+                num_generations=num_generations,
+            )
+        return output
+
+    # ----- losses -----
+    def _compute_loss(self, model, inputs):
+        if self.token_loss is None:
+            return super()._compute_loss(model, inputs)
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
+        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+            model,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([prompt_mask, mask], dim=1),
+            completion_ids.size(1),
+        )
+        old = inputs.get("old_per_token_logps")
+        old = per_token_logps.detach() if old is None else old
+        loss = self.token_loss(self, per_token_logps, old, inputs["advantages"], mask, inputs)
+        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
+
+    # ----- gradient norm before clipping (for the diagnostics) -----
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self.last_grad_norm = float(grad_norm)
+        return grad_norm
+
+    def clip_coefficient(self) -> float:
+        """The factor the last clipping multiplied the gradient by (1 when clipping is off)."""
+        max_norm = self.args.max_grad_norm
+        if not max_norm or max_norm <= 0 or not torch.isfinite(torch.tensor(self.last_grad_norm)):
+            return 1.0
+        return min(1.0, max_norm / (self.last_grad_norm + 1e-6))
