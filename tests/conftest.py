@@ -1,0 +1,18 @@
+"""Shared test fixtures: the local dataset root (tests and CI point it at ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RLVR_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"no local datasets at {SHARED_DATA}")
+    return SHARED_DATA
