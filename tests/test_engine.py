@@ -175,3 +175,18 @@ def test_run_dir_gets_steps_table_and_dvclive(tokenizer, dataset, tmp_path):
 def test_bad_engine_settings_name_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):
         EngineConfig(**{field: value})
+
+
+def test_sampled_accuracy_is_seeded_and_keeps_the_global_rng(tokenizer, dataset):
+    from rlvr_dynamics.lm.sampled_eval import sampled_accuracy
+    from rlvr_dynamics.tasks import math_reward
+
+    model = tiny(tokenizer)
+    prompts, references = dataset["prompt"][:6], dataset["target"][:6]
+    state = torch.random.get_rng_state()
+    first = sampled_accuracy(model, tokenizer, prompts, references, math_reward, samples=3, max_new_tokens=3, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert first == sampled_accuracy(model, tokenizer, prompts, references, math_reward, samples=3, max_new_tokens=3, seed=1)
+    assert 0.0 <= first <= 1.0
+    always_right = sampled_accuracy(model, tokenizer, prompts, references, lambda c, r: 1.0, samples=2, max_new_tokens=2)
+    assert always_right == 1.0
