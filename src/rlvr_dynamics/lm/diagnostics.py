@@ -45,8 +45,8 @@ class Diagnostic(TrainerCallback):
         """Values at step 0, before any update (the :class:`StepTable` writes them as its first row)."""
         return {}
 
-    def trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return [(n, p) for n, p in self.trainer.model.named_parameters() if p.requires_grad]
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.trainer.model.parameters() if p.requires_grad]
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -96,7 +96,7 @@ class GroupStats(Diagnostic):
         batch = self.trainer.last_batch
         if batch is None:
             return
-        grouped = batch.rewards.view(-1, batch.num_generations).double()
+        grouped = batch.grouped_rewards()
         success, spread = grouped.mean(dim=1), grouped.std(dim=1, correction=0)
         self.log("groups/J_mean", success.mean())
         self.log("groups/J_min", success.min())
@@ -137,19 +137,16 @@ class PaperGapEstimator(Diagnostic):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.inner:
             scale = 1.0 / self.trainer.clip_coefficient()
-            params = self.trainer_params()
-            self.theta = _flat([p for p in params])
+            params = self.trainable()
+            self.theta = _flat(params)
             self.ascent = _flat([-(p.grad if p.grad is not None else torch.zeros_like(p)) * scale for p in params])
         self.lr = float(self.trainer.optimizer.param_groups[0]["lr"])
-
-    def trainer_params(self) -> list[torch.nn.Parameter]:
-        return [p for _, p in self.trainable()]
 
     def on_step_end(self, args, state, control, **kwargs):
         batch = self.trainer.last_batch
         if batch is None:
             return
-        grouped = batch.rewards.view(-1, batch.num_generations).double()
+        grouped = batch.grouped_rewards()
         success = grouped.mean(dim=1)
         s_bar = float(torch.sqrt(success * (1 - success)).mean())
         j_batch = float(grouped.mean())
@@ -162,7 +159,7 @@ class PaperGapEstimator(Diagnostic):
             "eta_dmu_batchJ": self.lr * norm2 / s_batch if s_batch > 0 else 0.0,
         }
         if self.inner:
-            step = _flat(self.trainer_params()) - self.theta
+            step = _flat(self.trainable()) - self.theta
             values["eta_dmu_inner"] = float(step @ self.ascent) / s_bar if s_bar > 0 else 0.0
         for key, value in values.items():
             self.log(f"paper/{key}", value)
@@ -186,7 +183,7 @@ class ExactGap(Diagnostic):
         self.M = self.S = 0.0
 
     def _evaluate(self) -> float:
-        model, params = self.trainer.model, [p for _, p in self.trainable()]
+        model, params = self.trainer.model, self.trainable()
         was_training = model.training
         model.eval()
         log_probs = completion_log_probs(model, self.trainer.processing_class, self.prompts, self.targets)
@@ -213,7 +210,7 @@ class ExactGap(Diagnostic):
         if not hasattr(self, "theta"):
             self._evaluate()
             return
-        step = _flat([p for _, p in self.trainable()]) - self.theta
+        step = _flat(self.trainable()) - self.theta
         eta_dmu = float(step @ self.direction)
         if math.isfinite(eta_dmu):
             self.M += max(eta_dmu, 0.0)
@@ -247,7 +244,7 @@ class ProbeGradients(Diagnostic):
         self.pending = None
         if state.global_step % self.every:
             return
-        model, params = self.trainer.model, [p for _, p in self.trainable()]
+        model, params = self.trainer.model, self.trainable()
         was_training = model.training
         model.eval()
         grads, success = [], []
@@ -266,7 +263,7 @@ class ProbeGradients(Diagnostic):
     def on_step_end(self, args, state, control, **kwargs):
         if self.pending is None:
             return
-        step = _flat([p for _, p in self.trainable()]) - self.pending["theta"]
+        step = _flat(self.trainable()) - self.pending["theta"]
         per_prompt = (self.pending["grads"] @ step).numpy() / np.maximum(1 - self.pending["success"], 1e-12)
         self.M_q += np.maximum(np.nan_to_num(per_prompt), 0.0)
         for key, value in self.cosines.items():

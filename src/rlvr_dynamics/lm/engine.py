@@ -87,51 +87,47 @@ def grpo_config(config: EngineConfig, output_dir: str | Path) -> GRPOConfig:
     extra = dict(config.extra)
     if config.gradient_checkpointing and on_gpu:
         extra["gradient_checkpointing"] = True
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # TRL/transformers deprecation notices about fields we do not set
         warnings.simplefilter("ignore", FutureWarning)
-        return _grpo_config(config, output_dir, rule, on_gpu, extra)
-
-
-def _grpo_config(config: EngineConfig, output_dir, rule, on_gpu: bool, extra: dict) -> GRPOConfig:
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        loss_type=rule.loss_type,
-        scale_rewards=rule.scale_rewards,
-        num_iterations=config.ppo_iterations if config.update_rule == "ppo_clip" else 1,
-        epsilon=config.clip_epsilon,
-        beta=config.beta,
-        num_generations=config.generations,
-        per_device_train_batch_size=config.prompts_per_step * config.generations,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        top_p=1.0,
-        top_k=0,
-        optim=OPTIMIZERS[config.optimizer],
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_schedule,
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_epsilon=1e-8,
-        max_grad_norm=config.max_grad_norm,
-        max_steps=config.max_steps,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16 and on_gpu,
-        use_cpu=not on_gpu,
-        use_vllm=config.use_vllm,
-        vllm_mode=config.vllm_mode,
-        disable_tqdm=not config.progress_bar,
-        mask_truncated_completions=False,
-        shuffle_dataset=True,
-        **extra,
-    )
+        return GRPOConfig(
+            output_dir=str(output_dir),
+            loss_type=rule.loss_type,
+            scale_rewards=rule.scale_rewards,
+            num_iterations=config.ppo_iterations if config.update_rule == "ppo_clip" else 1,
+            epsilon=config.clip_epsilon,
+            beta=config.beta,
+            num_generations=config.generations,
+            per_device_train_batch_size=config.prompts_per_step * config.generations,
+            gradient_accumulation_steps=1,
+            steps_per_generation=1,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            top_p=1.0,
+            top_k=0,
+            optim=OPTIMIZERS[config.optimizer],
+            learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_schedule,
+            warmup_steps=0,
+            weight_decay=0.0,
+            adam_beta1=0.9,
+            adam_beta2=0.999,
+            adam_epsilon=1e-8,
+            max_grad_norm=config.max_grad_norm,
+            max_steps=config.max_steps,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=config.bf16 and on_gpu,
+            use_cpu=not on_gpu,
+            use_vllm=config.use_vllm,
+            vllm_mode=config.vllm_mode,
+            disable_tqdm=not config.progress_bar,
+            mask_truncated_completions=False,
+            shuffle_dataset=True,
+            **extra,
+        )
 
 
 def lora_config(config: EngineConfig):

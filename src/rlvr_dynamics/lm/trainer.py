@@ -71,6 +71,10 @@ class LastBatch:
     completion_lengths: torch.Tensor  # (N,)
     num_generations: int
 
+    def grouped_rewards(self) -> torch.Tensor:
+        """(prompts, G) weighted rewards in float64, one row per GRPO group."""
+        return self.rewards.view(-1, self.num_generations).double()
+
 
 class RLVRTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus named update rules, a per-token loss hook and reward-weight control."""
