@@ -98,14 +98,15 @@ def test_every_update_rule_trains_and_logs(rule, tokenizer, dataset):
     assert moved > 0
 
 
-@pytest.mark.parametrize(("rule", "baseline"), [("grpo", "mean"), ("reinforce", "loo"), ("dr_grpo", "mean")])
+@pytest.mark.parametrize(("rule", "baseline"), [("grpo", "mean"), ("reinforce", "loo"), ("dr_grpo", "mean"),
+                                               ("dr_grpo_std", "mean")])
 def test_advantages_match_the_simulator(rule, baseline, tokenizer, dataset):
     result = train_policy(
         tiny(tokenizer), tokenizer, dataset, [odd_length], config(update_rule=rule, baseline=baseline, max_steps=1)
     )
     batch = result.trainer.last_batch
     rewards = batch.rewards.view(-1, batch.num_generations).double().numpy()
-    expected = {"grpo": "grpo", "dr_grpo": "dr_grpo", "reinforce": "reinforce"}[rule]
+    expected = {"grpo": "grpo", "dr_grpo": "dr_grpo", "dr_grpo_std": "grpo", "reinforce": "reinforce"}[rule]
     reference = np.stack([group_advantages(r, expected) for r in rewards]).reshape(-1)
     np.testing.assert_allclose(batch.advantages.numpy(), reference, rtol=1e-5, atol=1e-6)
 

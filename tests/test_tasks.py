@@ -7,12 +7,17 @@ from pathlib import Path
 import pytest
 
 from rlvr_dynamics.tasks import (
+    GSM8K_SPLITS,
     ArithmeticTask,
+    Problem,
     arithmetic_reward,
     extract_final_answer,
+    gsm8k_complexity_key,
+    gsm8k_difficulty_split,
     last_boxed,
     load_gsm8k,
     load_math500,
+    math_level2_proxy,
     math_reward,
 )
 
@@ -91,3 +96,57 @@ def test_corrupt_line_names_file_and_line(tmp_path):
         load_gsm8k("test", path)
     with pytest.raises(ValueError, match=r"split 'dev' is not one of"):
         load_gsm8k("dev", path)
+
+
+def test_gsm8k_complexity_key_counts_the_reasoning_before_the_final_answer():
+    solution = "a <<1+1=2>>2\nb <<2*3=6>>6\n\n#### 6"
+    # non-empty lines, calculator annotations, length of the stripped text before '####'
+    assert gsm8k_complexity_key(solution) == (2, 2, len("a <<1+1=2>>2\nb <<2*3=6>>6"))
+    assert gsm8k_complexity_key("just text") == (1, 0, 9)
+
+
+def test_gsm8k_difficulty_split_on_real_train(shared_data):
+    problems = load_gsm8k("train", shared_data / "gsm8k")
+    assert all(p.solution and "####" in p.solution for p in problems)
+    easy = gsm8k_difficulty_split(problems, "easy")
+    hard = gsm8k_difficulty_split(problems, "hard")
+    assert (len(easy), len(hard)) == (4695, 1909)
+    assert easy == gsm8k_difficulty_split(problems, "easy") and hard == gsm8k_difficulty_split(problems, "hard")
+    index = {id(p): i for i, p in enumerate(problems)}
+    assert not {index[id(p)] for p in easy} & {index[id(p)] for p in hard}
+    assert max(gsm8k_complexity_key(p.solution) for p in easy) <= min(gsm8k_complexity_key(p.solution) for p in hard)
+
+
+def test_gsm8k_difficulty_split_scales_and_names_bad_split():
+    problems = [Problem(f"q{i}", str(i), solution="x\n" * (i % 7 + 1) + f"#### {i}") for i in range(100)]
+    easy, hard = gsm8k_difficulty_split(problems, "easy"), gsm8k_difficulty_split(problems, "hard")
+    assert (len(easy), len(hard)) == (round(100 * 4695 / 7473), round(100 * 1909 / 7473)) == (63, 26)
+    assert not {p.question for p in easy} & {p.question for p in hard}
+    assert GSM8K_SPLITS == ("easy", "hard")
+    with pytest.raises(ValueError, match=r"split 'medium' is not one of \['easy', 'hard'\]"):
+        gsm8k_difficulty_split(problems, "medium")
+
+
+def test_math_level2_proxy_on_local_file(shared_data):
+    problems = load_math500(shared_data / "math500")
+    assert all(p.solution and not p.level for p in problems)
+    chosen = math_level2_proxy(problems)
+    assert len(chosen) == 200 and chosen == math_level2_proxy(problems)
+    kept = {id(p) for p in chosen}
+    excluded = [p for p in problems if id(p) not in kept]
+    assert max(len(p.solution) for p in chosen) <= min(len(p.solution) for p in excluded)
+
+
+def test_math_level2_proxy_uses_level_field(tmp_path):
+    rows = [
+        {"problem": f"p{i}", "solution": "s" * (10 - i), "answer": str(i), "level": level}
+        for i, level in enumerate([1, 2, "Level 2", "Level 3", 5, 2])
+    ]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    problems = load_math500(path)
+    assert [p.level for p in problems] == ["1", "2", "Level 2", "Level 3", "5", "2"]
+    assert problems[0].solution == "s" * 10
+    assert [p.question for p in math_level2_proxy(problems)] == ["p1", "p2", "p5"]
+    with pytest.raises(ValueError, match="have a level"):
+        math_level2_proxy([*problems, Problem("q", "1", solution="s")])

@@ -50,6 +50,13 @@ class ClaimTable:
         print(pd.DataFrame([asdict(row)]).to_string(index=False))
         return row
 
+    def untestable(self, claim: str, criterion: str, why: str) -> Claim:
+        """Record a claim this run cannot test (e.g. a dataset the profile does not use)."""
+        row = Claim(claim, criterion, why, "not testable here")
+        self.rows = [r for r in self.rows if (r.claim, r.criterion) != (claim, criterion)] + [row]
+        print(pd.DataFrame([asdict(row)]).to_string(index=False))
+        return row
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows], columns=["claim", "criterion", "measured", "reproduced"])
 

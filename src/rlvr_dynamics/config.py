@@ -108,7 +108,7 @@ class GradientGapBanditParams:
 
 
 DIFFICULTY_NAMES = ("easy", "medium", "hard")
-UPDATE_RULE_NAMES = ("grpo", "no_std", "dr_grpo", "reinforce", "ppo_clip")
+UPDATE_RULE_NAMES = ("grpo", "no_std", "dr_grpo", "dr_grpo_std", "reinforce", "ppo_clip")
 
 
 @dataclass
@@ -169,8 +169,88 @@ class GradientGapGRPOParams:
     progress_bar: bool = param(False, "show TRL's per-step progress bar")
 
 
+@dataclass
+class GRPONormalizationTheoryParams:
+    """Parameters of ``notebooks/03_grpo_normalization_theory.ipynb`` (spec E0, E0s; scaled-down plan a1, a2)."""
+
+    seed: int = param(0, "master seed of every random draw in the notebook", minimum=0)
+    check_instances: int = param(300, "random log-linear instances for the Lemma 3.1-3.3 bounds", minimum=1)
+    n_prompts: int = param(50, "E0: prompts n", minimum=2)
+    outputs: int = param(10, "E0: outputs K per prompt", minimum=2)
+    p0_lows: list[float] = param([0.3, 0.05, 0.005, 0.0005], "E0: lower ends of the log-uniform p0 ranges "
+                                 "(heterogeneity levels)", minimum=1e-12)
+    p0_high: float = param(0.6, "E0: upper end of every p0 range", minimum=1e-12)
+    exact_seeds: int = param(5, "E0: seeds per heterogeneity level", minimum=1)
+    exact_steps: int = param(15_000, "E0: exact steps T", minimum=10)
+    random_block_steps: int = param(10_000, "C6/C7: steps of the random-block inequality check", minimum=10)
+    equal_step_multipliers: list[float] = param([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                                                "E0: equal eta = c / X^2 for both methods", minimum=0.0)
+    equal_step_seeds: int = param(5, "E0: seeds of the equal-eta sweep", minimum=1)
+    relaxed_prompts: int = param(20, "C9: prompts of the overlap toys", minimum=2)
+    relaxed_outputs: int = param(6, "C9: outputs per prompt of the overlap toys", minimum=2)
+    relaxed_steps: int = param(3000, "C9: steps at the relaxed theorem step sizes", minimum=1)
+    shared_strength: float = param(0.7, "C9: weight of the shared correctness direction (Asm. 4 holds)", minimum=0.0)
+    slot_strength: float = param(1.0, "C9: weight rho of the shared slot dictionary (Asm. 4 fails)", minimum=0.0)
+    sampled_prompts: int = param(100, "E0s: prompts n", minimum=2)
+    sampled_p0_low: float = param(0.005, "E0s: lower end of the log-uniform p0 range", minimum=1e-12)
+    prompts_per_step: int = param(16, "E0s: prompts per step B", minimum=1)
+    generations: int = param(8, "E0s: sampled outputs per prompt G", minimum=2)
+    sampled_steps: int = param(4000, "E0s: steps per run", minimum=1)
+    sampled_seeds: int = param(3, "E0s: seeds per arm", minimum=1)
+    sgd_multipliers: list[float] = param([4.0, 16.0, 64.0], "E0s: SGD learning rates c / X^2", minimum=0.0)
+    adam_learning_rates: list[float] = param([0.01, 0.03, 0.1], "E0s: Adam learning rates", minimum=0.0)
+    matched_multiplier: float = param(16.0, "E0s: SGD lr of the scale-matched no_std control", minimum=0.0)
+
+
+@dataclass
+class GRPONormalizationPhasesParams:
+    """Parameters of ``notebooks/04_grpo_normalization_phases.ipynb`` (spec E1-E6; scaled-down plan a3, a4)."""
+
+    seed: int = param(0, "seed of data order, sampling, probes; run s uses seed + s", minimum=0)
+    seeds: int = param(3, "seeds per arm and split", minimum=1)
+    base_model: str = param("results/00_base_policy/model", "policy: a folder (repo-relative) or a hub id")
+    task: str = param("arithmetic", "arithmetic (tiny policy, exact reward), gsm8k (E6 splits) or math500 (E5 proxy)",
+                      choices=("arithmetic", "gsm8k", "math500"))
+    data_dir: str = param("", "local data root holding gsm8k/ and math500/ ('' = $RLVR_DATA_DIR or the hub)")
+    splits: list[str] = param(["easy", "medium"], "difficulty splits (arithmetic: easy/medium/hard; gsm8k: easy/hard; "
+                              "math500: level2)", choices=("easy", "medium", "hard", "level2"))
+    loss_aggregation: str = param("dr_grpo", "TRL loss_type of both arms (G5)", choices=("dr_grpo", "grpo"))
+    optimizer: str = param("adamw", "optimizer (G1: AdamW)", choices=("sgd", "adamw"))
+    learning_rate: float = param(1e-3, "learning rate of the seeded arm comparison", minimum=0.0)
+    sweep_split: str = param("medium", "split of the per-arm learning-rate sweep", choices=("easy", "medium", "hard", "level2"))
+    sweep_learning_rates: list[float] = param([3e-4, 1e-3, 3e-3], "learning rates of the sweep (seed 0, both arms)",
+                                              minimum=0.0)
+    steps: int = param(100, "optimizer steps per run (phases at 20% / 60% of the run)", minimum=5)
+    prompts_per_step: int = param(16, "prompts per step (G2)", minimum=1)
+    generations: int = param(8, "completions per prompt G (G2)", minimum=2)
+    max_completion_length: int = param(5, "max new tokens", minimum=1)
+    max_grad_norm: float = param(1.0, "gradient clipping (G1: 1.0; its pre-clip norm is logged)", minimum=0.0)
+    lora_rank: int = param(0, "LoRA rank on all linear layers, alpha = 2 rank (0 = full fine-tuning)", minimum=0)
+    bf16: bool = param(False, "bf16 on GPU")
+    gradient_checkpointing: bool = param(False, "gradient checkpointing on GPU")
+    use_vllm: bool = param(False, "TRL's vLLM generation")
+    train_prompts: int = param(4096, "training prompts per split (arithmetic: generated; real: first N of the split)",
+                               minimum=1)
+    probe_prompts: int = param(32, "C11: probe prompts for per-prompt gradient cosines (0 = off)", minimum=0)
+    probe_samples: int = param(16, "C11: samples G_p per probe prompt", minimum=2)
+    probe_checkpoints: int = param(3, "C11/C12: probe checkpoints spread over the run (incl. step 0 and the end)",
+                                   minimum=2)
+    sketch_dim: int = param(0, "count-sketch size of probe gradients (0 = exact)", minimum=0)
+    fisher_prompts: int = param(64, "C12: probe prompts for the Fisher-variance correlation (0 = off)", minimum=0)
+    fisher_samples: int = param(4, "C12: samples G_F per prompt for the Fisher proxy", minimum=1)
+    variance_samples: int = param(16, "C12: samples G_V per prompt for the reward variance", minimum=2)
+    representation_model: str = param("", "C10: second model for representation orthogonality on GSM8K questions "
+                                      "('' = only the policy on its own prompts)")
+    representation_questions: int = param(300, "C10: GSM8K train questions embedded", minimum=2)
+    representation_pairs: int = param(1000, "C10: random pairs", minimum=1)
+    torch_threads: int = param(2, "torch CPU threads", minimum=1)
+    progress_bar: bool = param(False, "show TRL's per-step progress bar")
+
+
 NOTEBOOK_PARAMS = {
     "00_base_policy": BasePolicyParams,
     "01_gradient_gap_bandits": GradientGapBanditParams,
     "02_gradient_gap_grpo": GradientGapGRPOParams,
+    "03_grpo_normalization_theory": GRPONormalizationTheoryParams,
+    "04_grpo_normalization_phases": GRPONormalizationPhasesParams,
 }

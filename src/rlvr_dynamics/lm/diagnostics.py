@@ -8,11 +8,16 @@ without extra plumbing. Names are ``<group>/<metric>``.
 * :class:`GradNorms`        pre-clip gradient norm, global and per parameter group.
 * :class:`GroupStats`       per-prompt success J_q and reward std, zero-std fraction, reward-advantage
                             covariances per reward function; per-prompt rows in ``group_rows``.
+* :class:`GainFactor`       batch-mean p(1-p), sigma_bar and the running C_hat(t) of the normalization
+                            paper (F30), the mean GRPO weight 1/(sigma_hat + eps) over live groups.
 * :class:`PaperGapEstimator` the paper's Delta-mu estimator (spec E3): lr ||g||^2 / s_bar and variants.
 * :class:`ExactGap`         exact J, Delta-mu eta, M and S on a fixed eval set (unique-answer tasks, spec X2).
 * :class:`ProbeGradients`   per-prompt gradient cosines on a fixed probe set, and per-prompt M_q.
 * :class:`DivergenceGuard`  non-finite gradients/parameters or collapse end the run cleanly.
 * :class:`RewardWeightSchedule` reward weights as a function of the step (hook for CTWA).
+
+Probe-set diagnostics that sample fresh completions (per-prompt gradient cosines, Fisher proxy vs
+reward variance) are in :mod:`rlvr_dynamics.lm.probe_diagnostics`.
 """
 
 from __future__ import annotations
@@ -114,6 +119,40 @@ class GroupStats(Diagnostic):
                 self.log(f"reward_adv_cov/{name}", ((r - r.mean()) * a).mean())
         for index, (j, s) in enumerate(zip(success.tolist(), spread.tolist(), strict=True)):
             self.group_rows.append({"step": state.global_step, "group": index, "J_hat": j, "reward_std": s})
+
+
+class GainFactor(Diagnostic):
+    """Reward-variance aggregates of the normalization paper per step (§3.3, §4.4; spec F18, F30, C15).
+
+    From the B groups of the generation batch (binary rewards, p_hat = k / G):
+    ``variance/p_var_mean`` = mean p_hat (1 - p_hat); ``variance/sigma_mean`` = sigma_bar_t, the mean
+    population std including degenerate groups; ``variance/sigma_unbiased_mean`` the same with TRL's
+    unbiased std (G6); ``variance/C_hat`` = (8/3) (1/t) sum_{s<=t} sigma_bar_s, the running estimate of
+    C(T) (GRPO's bound beats REINFORCE's iff C < 1); ``variance/mean_weight`` = mean 1/(sigma_hat + 1e-4)
+    over non-degenerate groups (the overall step-size multiplier of ``standard`` over ``no_std``, G19).
+    """
+
+    name = "variance"
+
+    def __init__(self) -> None:
+        self.sigma_sum, self.steps = 0.0, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        batch = self.trainer.last_batch
+        if batch is None:
+            return
+        grouped = batch.grouped_rewards()
+        p_hat = grouped.mean(dim=1)
+        sigma = torch.sqrt(p_hat * (1 - p_hat))
+        unbiased = grouped.std(dim=1, correction=1)
+        live = unbiased > 0
+        self.sigma_sum += float(sigma.mean())
+        self.steps += 1
+        self.log("variance/p_var_mean", (p_hat * (1 - p_hat)).mean())
+        self.log("variance/sigma_mean", sigma.mean())
+        self.log("variance/sigma_unbiased_mean", unbiased.mean())
+        self.log("variance/C_hat", 8.0 / 3.0 * self.sigma_sum / self.steps)
+        self.log("variance/mean_weight", (1 / (unbiased[live] + 1e-4)).mean() if live.any() else float("nan"))
 
 
 class PaperGapEstimator(Diagnostic):

@@ -7,6 +7,8 @@ Update rules (``UPDATE_RULES``), all on TRL's own generation, reward and loss co
                TRL ``loss_type="grpo"``, ``scale_rewards="group"``)
 ``no_std``     A = r - mean_G r, per-sequence 1/|o| average (the normalization paper's baseline)
 ``dr_grpo``    A = r - mean_G r, token sum over a constant (Liu et al.; TRL ``loss_type="dr_grpo"``)
+``dr_grpo_std`` A = (r - mean_G r) / (std_G r + 1e-4), token sum over a constant (the normalization
+               paper's ``standard`` arm with the sequence-level aggregation of its theory, spec G5)
 ``reinforce``  sequence-level REINFORCE, -(1/B) sum_i A_i sum_t log pi(o_i,t): A = r - mean_G r
                (``baseline="mean"``) or leave-one-out A = G/(G-1) (r - mean_G r) (``baseline="loo"``);
                implemented through the token-loss hook below
@@ -47,6 +49,7 @@ UPDATE_RULES = {
     "grpo": UpdateRule("grpo", "group"),
     "no_std": UpdateRule("grpo", "none"),
     "dr_grpo": UpdateRule("dr_grpo", "none"),
+    "dr_grpo_std": UpdateRule("dr_grpo", "group"),
     "reinforce": UpdateRule("grpo", "none", uses_token_loss=True),
     "ppo_clip": UpdateRule("grpo", "group"),
 }

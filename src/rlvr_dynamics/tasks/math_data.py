@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,16 @@ DATA_DIR_VARIABLE = "RLVR_DATA_DIR"
 
 @dataclass(frozen=True)
 class Problem:
-    """One verifiable question: the prompt text and the reference final answer."""
+    """One verifiable question: the prompt text and the reference final answer.
+
+    ``solution`` holds the full worked solution when the loader has one (used by the difficulty
+    splits below); ``level`` is the MATH difficulty level as text ("2", "Level 2"), or "" if unknown.
+    """
 
     question: str
     reference: str
+    solution: str = ""
+    level: str = ""
 
 
 def last_boxed(text: str) -> str | None:
@@ -111,11 +118,12 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None) -> 
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"gsm8k {split} row {i}"
+        solution = _field(row, ("answer",), where)
         try:
-            reference = gsm8k_reference(_field(row, ("answer",), where))
+            reference = gsm8k_reference(solution)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
-        problems.append(Problem(_field(row, ("question",), where), reference))
+        problems.append(Problem(_field(row, ("question",), where), reference, solution=solution))
     return problems
 
 
@@ -129,9 +137,80 @@ def load_math500(source: str | os.PathLike | None = None) -> list[Problem]:
         question = _field(row, ("problem", "question"), where)
         if "solution" in row:
             reference = _field(row, ("answer",), where)
+            solution = _field(row, ("solution",), where)
         else:
-            reference = last_boxed(_field(row, ("answer",), where))
+            solution = _field(row, ("answer",), where)
+            reference = last_boxed(solution)
             if reference is None:
                 raise ValueError(f"{where}: the solution has no \\boxed{{}} answer")
-        problems.append(Problem(question, reference))
+        level = row.get("level")
+        problems.append(Problem(question, reference, solution=solution, level="" if level is None else str(level)))
     return problems
+
+
+# --- Difficulty splits (reproduction spec E6 / gap G8 for GSM8K, E5 / gap G9 for MATH) ---
+
+GSM8K_SPLITS = ("easy", "hard")
+GSM8K_TRAIN_SIZE = 7473
+GSM8K_EASY_SIZE = 4695
+GSM8K_HARD_SIZE = 1909
+_CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+_MATH_LEVEL_2 = re.compile(r"(?:level\s*)?2", re.IGNORECASE)
+
+
+def gsm8k_complexity_key(solution: str) -> tuple[int, int, int]:
+    """Solution-complexity key of a GSM8K solution (spec E6, gap G8).
+
+    Computed on the reasoning, i.e. the text before the first ``####`` (the whole text when there
+    is none): (number of non-empty lines, number of ``<<...>>`` calculator annotations, character
+    length of the reasoning with surrounding whitespace stripped). The final-answer line is not counted.
+    """
+    reasoning = solution.split("####", 1)[0].strip()
+    lines = sum(1 for line in reasoning.splitlines() if line.strip())
+    return lines, len(_CALCULATOR_ANNOTATION.findall(reasoning)), len(reasoning)
+
+
+def _gsm8k_split_sizes(n: int) -> tuple[int, int]:
+    easy = round(n * GSM8K_EASY_SIZE / GSM8K_TRAIN_SIZE)
+    hard = min(round(n * GSM8K_HARD_SIZE / GSM8K_TRAIN_SIZE), n - easy)
+    return easy, hard
+
+
+def gsm8k_difficulty_split(problems: list[Problem], split: str) -> list[Problem]:
+    """Easy or Hard GSM8K problems by solution complexity (spec E6, gap G8).
+
+    The paper splits GSM8K train (7,473 rows) into Easy (N = 4,695) and Hard (N = 1,909) and drops
+    the 869 in between. Deterministic proxy: sort by :func:`gsm8k_complexity_key` (stable, ties by
+    original index); Easy = the first 4,695, Hard = the last 1,909. Other sizes n scale both
+    proportionally (easy = round(n * 4695 / 7473), hard = round(n * 1909 / 7473), capped so the two
+    never overlap). The selected problems come back in their original order. Needs ``solution``.
+    """
+    if split not in GSM8K_SPLITS:
+        raise ValueError(f"split {split!r} is not one of {list(GSM8K_SPLITS)}")
+    missing = [i for i, problem in enumerate(problems) if not problem.solution]
+    if missing:
+        raise ValueError(f"problem {missing[0]} has no solution text; load it with load_gsm8k")
+    n = len(problems)
+    easy, hard = _gsm8k_split_sizes(n)
+    order = sorted(range(n), key=lambda i: (gsm8k_complexity_key(problems[i].solution), i))
+    chosen = order[:easy] if split == "easy" else order[n - hard :]
+    return [problems[i] for i in sorted(chosen)]
+
+
+def math_level2_proxy(problems: list[Problem]) -> list[Problem]:
+    """MATH Level-2 problems, or a proxy for them when levels are unknown (spec E5, gap G9).
+
+    If the problems carry a ``level`` (hub schema of HuggingFaceH4/MATH-500: 2 or "Level 2"), the
+    level-2 ones are returned. Deviation: the local ``math500/test.jsonl`` has no level field, so
+    there the proxy is the shortest-solution 40% (round(0.4 * n); 200 of 500) by solution character
+    length, stable ties by index. A mix of rows with and without a level is refused (ValueError).
+    The selected problems come back in their original order.
+    """
+    with_level = sum(1 for problem in problems if problem.level.strip())
+    if with_level == len(problems) and problems:
+        return [problem for problem in problems if _MATH_LEVEL_2.fullmatch(problem.level.strip())]
+    if with_level:
+        raise ValueError(f"{with_level} of {len(problems)} problems have a level: all or none must")
+    keep = round(len(problems) * 2 / 5)
+    order = sorted(range(len(problems)), key=lambda i: (len(problems[i].solution), i))
+    return [problems[i] for i in sorted(order[:keep])]
