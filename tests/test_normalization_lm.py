@@ -65,9 +65,8 @@ def test_sequence_log_probs_match_teacher_forcing(tokenizer):
 
 def test_probe_diagnostics_record_checkpoints_and_leave_training_unchanged(tokenizer):
     prompts, targets = eval_set("easy", 6)
-    score = exact_answer_score(tokenizer)
-    cosines = GradientCosines(prompts, targets, lambda ids, ref: float(len(ids) % 2), samples=4, every=2,
-                              max_new_tokens=4)
+    score = lambda ids, reference: float(len(ids) % 2)  # noqa: E731  (splits groups of a random policy)
+    cosines = GradientCosines(prompts, targets, score, samples=4, every=2, max_new_tokens=4)
     fisher = FisherVariance(prompts, targets, score, variance_samples=4, fisher_samples=2, every=2, max_new_tokens=4)
     probed = run(tokenizer, [cosines, fisher])
     plain = run(tokenizer, [])

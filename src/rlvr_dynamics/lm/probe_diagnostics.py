@@ -135,9 +135,7 @@ class _ProbeDiagnostic(Diagnostic):
             torch.manual_seed(self.seed * 1_000_003 + step)
             values = self.probe(step)
         model.train(was_training)
-        if log:
-            for key, value in values.items():
-                self.log(f"{self.name}/{key}", value)
+        self.pending = values if log else None
 
     def probe(self, step: int) -> dict[str, float]:
         raise NotImplementedError
@@ -145,6 +143,12 @@ class _ProbeDiagnostic(Diagnostic):
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
             self._run(state.global_step, log=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Values probed at the start of this step are logged with the step's other metrics."""
+        for key, value in (getattr(self, "pending", None) or {}).items():
+            self.log(f"{self.name}/{key}", value)
+        self.pending = None
 
     def on_train_end(self, args, state, control, **kwargs):
         self._run(state.global_step, log=False)  # the final checkpoint (rows only: logging has ended)

@@ -3,7 +3,8 @@
 A source is either a local path (a ``.jsonl`` file or a folder holding ``<split>.jsonl``)
 or a Hugging Face hub id, loaded with :func:`datasets.load_dataset` (online users). When no
 source is given, the folder in the environment variable ``RLVR_DATA_DIR`` is used
-(``$RLVR_DATA_DIR/gsm8k/<split>.jsonl``, ``$RLVR_DATA_DIR/math500/test.jsonl``).
+(``$RLVR_DATA_DIR/gsm8k/<split>.jsonl``, ``$RLVR_DATA_DIR/math500/test.jsonl``), and without
+that variable the hub ids ``openai/gsm8k`` / ``HuggingFaceH4/MATH-500``.
 """
 
 from __future__ import annotations
@@ -84,12 +85,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _resolve(source: str | os.PathLike | None, subfolder: str, split: str) -> list[dict]:
+def _resolve(source: str | os.PathLike | None, subfolder: str, split: str, hub_id: str) -> list[dict]:
+    """Rows from ``source``; without one, ``$RLVR_DATA_DIR/<subfolder>`` if set, else ``hub_id``."""
     if source is None:
         base = os.environ.get(DATA_DIR_VARIABLE)
-        if not base:
-            raise ValueError(f"no data source: pass a hub id or a local path, or set {DATA_DIR_VARIABLE}")
-        source = Path(base) / subfolder
+        source = Path(base) / subfolder if base else hub_id
     path = Path(source)
     if path.is_dir():
         path = path / f"{split}.jsonl"
@@ -114,7 +114,7 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None) -> 
     """GSM8K problems of ``split`` ('train' / 'test') with the final number as reference."""
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r} is not one of ['train', 'test']")
-    rows = _resolve(source, "gsm8k", split)
+    rows = _resolve(source, "gsm8k", split, GSM8K_HUB_ID)
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"gsm8k {split} row {i}"
@@ -130,7 +130,7 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None) -> 
 def load_math500(source: str | os.PathLike | None = None) -> list[Problem]:
     """MATH500 test problems; reference = the ``answer`` field of the hub schema, or the
     last ``\\boxed{}`` of the solution in the local ``{question, answer=solution}`` files."""
-    rows = _resolve(source, "math500", "test")
+    rows = _resolve(source, "math500", "test", MATH500_HUB_ID)
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"math500 row {i}"
