@@ -63,9 +63,9 @@ def real_problems(task: str, split: str, data_dir: str) -> list:
 
 def task_data(params, split: str, tokenizer) -> tuple[Dataset, list, list[str], list, object]:
     """(train dataset, probe prompts, probe references, reward functions, probe score) of one split."""
+    n = max(params.probe_prompts, params.fisher_prompts)
     if params.task == "arithmetic":
         dataset = rl_dataset(split, params.train_prompts, params.seed)
-        n = max(params.probe_prompts, params.fisher_prompts)
         prompts, targets = eval_set(split, n, params.seed)
         return dataset, prompts, targets, [ExactCompletionReward(tokenizer)], exact_answer_score(tokenizer)
     problems = real_problems(params.task, split, params.data_dir)
@@ -74,7 +74,6 @@ def task_data(params, split: str, tokenizer) -> tuple[Dataset, list, list[str], 
     problems = [problems[i] for i in order]
     dataset = Dataset.from_list([{"prompt": chat_prompt(p.question), "target": p.reference}
                                  for p in problems[: params.train_prompts]])
-    n = max(params.probe_prompts, params.fisher_prompts)
     probes = problems[:n]  # the spec takes probes from the run's own split (G23)
     return (dataset, [chat_prompt(p.question) for p in probes], [p.reference for p in probes], [math_verify_reward],
             text_score(tokenizer, math_reward))
@@ -168,11 +167,14 @@ def fisher_correlations(rows: pd.DataFrame, seed: int = 0) -> dict[str, float]:
         return (y - (slope * x + intercept)).to_numpy()
 
     partial = [phases.pearson(residual(f.F, f.length), residual(f.V, f.length))[0] for f in per_step.values()]
-    finite = lambda values: [v for v in values if np.isfinite(v)]  # noqa: E731
+    def finite_mean(values: list[float]) -> float:
+        kept = [v for v in values if np.isfinite(v)]
+        return float(np.mean(kept)) if kept else float("nan")
+
     return {
         "same_r": pooled["mean_r"], "same_p": pooled["p_value"], "iterations": pooled["iterations"],
         "same_r_steps": same,
-        "mismatched_r": float(np.mean(finite(mismatched))) if finite(mismatched) else float("nan"),
-        "shuffled_r": float(np.mean(finite(shuffled))) if finite(shuffled) else float("nan"),
-        "partial_r": float(np.mean(finite(partial))) if finite(partial) else float("nan"),
+        "mismatched_r": finite_mean(mismatched),
+        "shuffled_r": finite_mean(shuffled),
+        "partial_r": finite_mean(partial),
     }

@@ -277,8 +277,7 @@ def run_sampled_groups(arms: list[SampledArm], p0: np.ndarray, K: int, prompts_p
             raise ValueError(f"optimizer = {arm.optimizer!r} is invalid: allowed values are ['sgd', 'adam']")
     R, n = len(arms), len(p0)
     bandit, theta0 = tabular_bandit(p0, K)
-    theta = torch.tensor(np.tile(theta0.reshape(n, K), (R, 1, 1)), dtype=torch.float64)
-    params = [torch.nn.Parameter(theta[r].clone()) for r in range(R)]
+    params = [torch.nn.Parameter(torch.tensor(theta0.reshape(n, K), dtype=torch.float64)) for _ in range(R)]
     adam = torch.optim.Adam([{"params": [p], "lr": a.lr} for p, a in zip(params, arms, strict=True)])
     rng = np.random.default_rng(seed)
     runs = np.arange(R)[:, None]

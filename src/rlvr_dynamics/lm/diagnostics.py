@@ -101,8 +101,7 @@ class GroupStats(Diagnostic):
         batch = self.trainer.last_batch
         if batch is None:
             return
-        grouped = batch.grouped_rewards()
-        success, spread = grouped.mean(dim=1), grouped.std(dim=1, correction=0)
+        success, spread = batch.group_success(), batch.grouped_rewards().std(dim=1, correction=0)
         self.log("groups/J_mean", success.mean())
         self.log("groups/J_min", success.min())
         self.log("groups/J_max", success.max())
@@ -141,10 +140,9 @@ class GainFactor(Diagnostic):
         batch = self.trainer.last_batch
         if batch is None:
             return
-        grouped = batch.grouped_rewards()
-        p_hat = grouped.mean(dim=1)
+        p_hat = batch.group_success()
         sigma = torch.sqrt(p_hat * (1 - p_hat))
-        unbiased = grouped.std(dim=1, correction=1)
+        unbiased = batch.grouped_rewards().std(dim=1, correction=1)
         live = unbiased > 0
         self.sigma_sum += float(sigma.mean())
         self.steps += 1
@@ -185,10 +183,9 @@ class PaperGapEstimator(Diagnostic):
         batch = self.trainer.last_batch
         if batch is None:
             return
-        grouped = batch.grouped_rewards()
-        success = grouped.mean(dim=1)
+        success = batch.group_success()
         s_bar = float(torch.sqrt(success * (1 - success)).mean())
-        j_batch = float(grouped.mean())
+        j_batch = float(success.mean())
         s_batch = math.sqrt(j_batch * (1 - j_batch))
         norm2 = self.trainer.last_grad_norm**2
         length = float(batch.completion_lengths.mean())

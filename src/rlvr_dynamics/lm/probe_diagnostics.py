@@ -21,6 +21,7 @@ a LoRA'd 1.5B model fit in memory (spec E2 "Memory"); inner products are preserv
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -103,7 +104,7 @@ class CountSketch:
         return out.index_add_(0, self.bucket, vector.double().cpu() * self.sign)
 
 
-class _ProbeDiagnostic(Diagnostic):
+class _ProbeDiagnostic(Diagnostic, ABC):
     """Shared plumbing: probe steps, forked and seeded sampling, gradients of the trainable parameters."""
 
     def __init__(self, prompts: list, references: list[str], score: Score, every: int, max_new_tokens: int,
@@ -137,8 +138,9 @@ class _ProbeDiagnostic(Diagnostic):
         model.train(was_training)
         self.pending = values if log else None
 
+    @abstractmethod
     def probe(self, step: int) -> dict[str, float]:
-        raise NotImplementedError
+        """Measure the probe set at ``step``; returns the values to log as ``<name>/<key>``."""
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:

@@ -78,6 +78,10 @@ class LastBatch:
         """(prompts, G) weighted rewards in float64, one row per GRPO group."""
         return self.rewards.view(-1, self.num_generations).double()
 
+    def group_success(self) -> torch.Tensor:
+        """(prompts,) per-group mean reward, p_hat = k / G for binary rewards."""
+        return self.grouped_rewards().mean(dim=1)
+
 
 class RLVRTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus named update rules, a per-token loss hook and reward-weight control."""
