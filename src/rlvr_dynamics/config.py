@@ -247,10 +247,82 @@ class GRPONormalizationPhasesParams:
     progress_bar: bool = param(False, "show TRL's per-step progress bar")
 
 
+LCO_ARMS = ("pg", "pg_is", "reinforce+lco", "lco_kld", "lco_mse", "lco_lch", "pg_is_high_ppl", "pg_is_positives",
+            "grpo", "grpo+lco", "ppo", "ppo+lco")  # rlvr_dynamics.lco.training.ARMS (tested to agree)
+
+
+@dataclass
+class LCOTrainingParams:
+    """Parameters of ``notebooks/06_lco_training.ipynb`` (LCO spec §5.1 A4, §5.2 B2; gaps G1, G2, G10, G14)."""
+
+    seed: int = param(0, "seed of data order and sampling; run s uses seed + s", minimum=0)
+    seeds: int = param(3, "seeds of the main arm comparison and of the perplexity arms", minimum=1)
+    base_model: str = param("results/00_base_policy/model", "policy: a folder (repo-relative) or a hub id")
+    task: str = param("arithmetic", "arithmetic (tiny policy, exact Pass@k), gsm8k or math500 (math-verify, sampled Pass@k)",
+                      choices=("arithmetic", "gsm8k", "math500"))
+    data_dir: str = param("", "local data root holding gsm8k/ and math500/ ('' = $RLVR_DATA_DIR or the hub)")
+    split: str = param("easy", "arithmetic difficulty (ignored by gsm8k / math500)", choices=("easy", "medium", "hard"))
+    arms: list[str] = param(["pg", "pg_is", "reinforce+lco", "lco_kld", "lco_mse", "lco_lch", "grpo", "grpo+lco", "ppo",
+                             "ppo+lco"], "arms of the main comparison (C8, C11, C14, C16)", choices=LCO_ARMS)
+    learning_rate: float = param(1e-4, "learning rate of every arm in the main comparison (same for all arms)", minimum=0.0)
+    lr_sweep_arms: list[str] = param(["pg", "pg_is", "reinforce+lco"], "C10: arms of the learning-rate sweep", choices=LCO_ARMS)
+    lr_multipliers: list[float] = param([1.0, 4.0, 16.0], "C10: learning rates = learning_rate x these", minimum=0.0)
+    sweep_seeds: int = param(1, "seeds of the learning-rate and rho sweeps", minimum=1)
+    rho_pos: float = param(1.8, "V1 rho+ (target ratio for Psi > 0)", minimum=1.0)
+    rho_neg: float = param(0.9, "V1 rho- (target ratio for Psi < 0)", minimum=0.0)
+    rho_sweep_pos: list[float] = param([1.2, 1.2, 1.7, 1.8, 1.8, 1.8, 1.9, 1.7], "C12: rho+ of the sweep pairs (V1 Table 5)",
+                                       minimum=1.0)
+    rho_sweep_neg: list[float] = param([0.7, 0.8, 0.8, 0.8, 0.9, 0.95, 0.9, 0.9], "C12: rho- of the sweep pairs", minimum=0.0)
+    perplexity_arms: list[str] = param(["pg_is_high_ppl", "pg_is_positives"], "C9: positives-only PG-IS arms",
+                                       choices=LCO_ARMS)
+    beta: float = param(2.0, "V2 beta of LCO-KLD/MSE/LCH with sparse +-1 advantages (G1: logit shift 0.5)", minimum=0.0)
+    clip_epsilon: float = param(0.2, "PPO / PG-IS clip range", minimum=0.0)
+    anchor: str = param("rollout", "anchor of the LCO targets (G4)", choices=("rollout", "current"))
+    anchor_topk: int = param(0, "store only the top-k rollout logits (+ sampled) as anchor (0 = all; large vocabularies)",
+                             minimum=0)
+    optimizer: str = param("adamw", "optimizer (G10: AdamW, no weight decay, no warm-up)", choices=("sgd", "adamw"))
+    steps: int = param(100, "optimizer steps per run", minimum=2)
+    prompts_per_step: int = param(16, "prompts per rollout", minimum=1)
+    generations: int = param(4, "responses per prompt (V1: 4)", minimum=2)
+    max_completion_length: int = param(5, "max new tokens", minimum=1)
+    temperature: float = param(1.0, "sampling temperature of the rollouts", minimum=0.0)
+    ppo_iterations: int = param(2, "updates per rollout of the REINFORCE frame and PPO (PG-IS needs > 1)", minimum=1)
+    max_grad_norm: float = param(0.0, "gradient clipping (G10: off, so that spikes show; 0 = off)", minimum=0.0)
+    lora_rank: int = param(0, "LoRA rank on all linear layers, alpha = 2 rank (0 = full fine-tuning)", minimum=0)
+    bf16: bool = param(False, "bf16 on GPU")
+    gradient_checkpointing: bool = param(False, "gradient checkpointing on GPU")
+    use_vllm: bool = param(False, "TRL's vLLM generation")
+    train_prompts: int = param(4096, "training prompts (arithmetic: generated; real: first N after a seeded shuffle)",
+                               minimum=1)
+    eval_prompts: int = param(256, "held-out prompts for Pass@k", minimum=1)
+    eval_every: int = param(10, "evaluate Pass@k every this many steps", minimum=1)
+    pass_k: list[int] = param([1, 4, 8], "k of Pass@k (sampled mode: each <= eval_samples)", minimum=1)
+    eval_samples: int = param(8, "real tasks: samples per held-out prompt (G14: 8)", minimum=1)
+    eval_temperature: float = param(0.6, "real tasks: sampling temperature of the evaluation (G14: 0.6)", minimum=0.0)
+    update_kl_every: int = param(1, "C12: log KL(pi_before || pi_after) every this many steps", minimum=1)
+    torch_threads: int = param(2, "torch CPU threads", minimum=1)
+    progress_bar: bool = param(False, "progress bars (runs, TRL steps)")
+
+    def __post_init__(self) -> None:
+        if len(self.rho_sweep_pos) != len(self.rho_sweep_neg):
+            raise ParameterError(f"parameters 'rho_sweep_pos' and 'rho_sweep_neg' must have the same length, got "
+                                 f"{len(self.rho_sweep_pos)} and {len(self.rho_sweep_neg)}")
+        if not 0.0 < self.rho_neg <= 1.0 or any(not 0.0 < r <= 1.0 for r in self.rho_sweep_neg):
+            raise ParameterError("parameters 'rho_neg' / 'rho_sweep_neg' are invalid: allowed values are numbers in (0, 1]")
+        if self.task != "arithmetic" and max(self.pass_k) > self.eval_samples:
+            raise ParameterError(f"parameter 'pass_k' = {self.pass_k} is invalid: each k must be <= eval_samples "
+                                 f"= {self.eval_samples} on task {self.task!r}")
+
+    @property
+    def rho_pairs(self) -> list[tuple[float, float]]:
+        return list(zip(self.rho_sweep_pos, self.rho_sweep_neg, strict=True))
+
+
 NOTEBOOK_PARAMS = {
     "00_base_policy": BasePolicyParams,
     "01_gradient_gap_bandits": GradientGapBanditParams,
     "02_gradient_gap_grpo": GradientGapGRPOParams,
     "03_grpo_normalization_theory": GRPONormalizationTheoryParams,
     "04_grpo_normalization_phases": GRPONormalizationPhasesParams,
+    "06_lco_training": LCOTrainingParams,
 }

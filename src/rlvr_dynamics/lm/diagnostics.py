@@ -14,6 +14,7 @@ without extra plumbing. Names are ``<group>/<metric>``.
 * :class:`ExactGap`         exact J, Delta-mu eta, M and S on a fixed eval set (unique-answer tasks, spec X2).
 * :class:`ProbeGradients`   per-prompt gradient cosines on a fixed probe set, and per-prompt M_q.
 * :class:`DivergenceGuard`  non-finite gradients/parameters or collapse end the run cleanly.
+* :class:`UpdateKL`         KL(pi_before || pi_after) of one optimizer step on its own batch (LCO V1 Table 4).
 * :class:`RewardWeightSchedule` reward weights as a function of the step (hook for CTWA).
 
 Probe-set diagnostics that sample fresh completions (per-prompt gradient cosines, Fisher proxy vs
@@ -313,13 +314,14 @@ class DivergenceGuard(Diagnostic):
     """Ends the run cleanly on a non-finite gradient or parameter, or on a collapse of the reward.
 
     A non-finite gradient is dropped before the optimizer sees it. Collapse: the batch mean reward is
-    0 for ``patience`` consecutive steps after having been positive. The outcome is in ``outcome``.
+    at most ``floor`` (0 for 0/1 rewards, -1 for +-1 rewards) for ``patience`` consecutive steps after
+    having been above it. The outcome is in ``outcome``.
     """
 
     name = "divergence"
 
-    def __init__(self, patience: int = 20) -> None:
-        self.patience = patience
+    def __init__(self, patience: int = 20, floor: float = 0.0) -> None:
+        self.patience, self.floor = patience, floor
         self.outcome = "completed"
         self.zero_run = 0
         self.seen_reward = False
@@ -342,11 +344,49 @@ class DivergenceGuard(Diagnostic):
         batch = self.trainer.last_batch
         if batch is not None:
             mean_reward = float(batch.rewards.mean())
-            self.seen_reward |= mean_reward > 0
-            self.zero_run = self.zero_run + 1 if mean_reward <= 0 else 0
+            self.seen_reward |= mean_reward > self.floor
+            self.zero_run = self.zero_run + 1 if mean_reward <= self.floor else 0
             if self.seen_reward and self.zero_run >= self.patience:
-                self._stop(control, f"collapsed: zero reward for {self.patience} steps at step {state.global_step}")
+                self._stop(control, f"collapsed: reward <= {self.floor:g} for {self.patience} steps at step {state.global_step}")
         return control
+
+
+class UpdateKL(Diagnostic):
+    """``policy/update_kl``: token-mean KL(pi_before || pi_after) of one optimizer step on its batch.
+
+    LCO V1 Table 4 (spec G15: direction before-to-after, full vocabulary, mean over the response
+    tokens of the update batch). Two extra forward passes per measured step, every ``every`` steps.
+    """
+
+    name = "update_kl"
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
+        self.before: torch.Tensor | None = None
+
+    def _log_probs(self) -> torch.Tensor:
+        from rlvr_dynamics.lm.logit_loss import completion_logits
+
+        with torch.no_grad():
+            logits = completion_logits(self.trainer.model, self.trainer.last_inputs, self.trainer.temperature)
+        return torch.log_softmax(logits.double(), dim=-1)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        due = (state.global_step + 1) % self.every == 0 or state.global_step + 1 == state.max_steps
+        self.before = self._log_probs() if due and self.trainer.last_inputs is not None else None
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.before is None:
+            return
+        after = self._log_probs()
+        kl = (self.before.exp() * (self.before - after)).sum(-1)
+        mask = self.trainer.last_inputs["completion_mask"].double()
+        self.value = float((kl * mask).sum() / mask.sum().clamp(min=1.0))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.before is not None:
+            self.log("policy/update_kl", self.value)
+            self.before = None
 
 
 class RewardWeightSchedule(Diagnostic):

@@ -5,7 +5,9 @@ shape, generation, scale-out switches); :func:`grpo_config` translates it into T
 ``GRPOConfig`` with every default that changed across TRL versions pinned explicitly (spec gap 9);
 :func:`train_policy` runs :class:`~rlvr_dynamics.lm.trainer.RLVRTrainer` and returns the per-step
 table and the outcome (``completed`` / ``diverged: ...`` / ``collapsed: ...``), never raising on
-divergence.
+divergence. ``policy_loss`` picks the loss by name: ``trl`` (the update rule's own TRL loss) or a
+logit-level loss of :mod:`rlvr_dynamics.lco.losses` (SFT, PG, PG-IS, PPO-clip, LCO, LCO-KLD/MSE/LCH),
+the update rule then only supplying the advantages.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig
 
+from rlvr_dynamics.lco.losses import LOSSES, LossOptions
 from rlvr_dynamics.lm.diagnostics import Diagnostic, DivergenceGuard, StepTable
+from rlvr_dynamics.lm.logit_loss import AGGREGATIONS, ANCHORS, SELECTIONS, LogitLoss
 from rlvr_dynamics.lm.trainer import BASELINES, UPDATE_RULES, RLVRTrainer, TokenLoss
 
 OPTIMIZERS = {"sgd": "sgd", "adamw": "adamw_torch"}
@@ -37,6 +41,12 @@ class EngineConfig:
 
     update_rule: str = "grpo"
     baseline: str = "mean"
+    policy_loss: str = "trl"
+    loss_options: dict = field(default_factory=dict)  # LossOptions fields (rho_pos, beta, ...)
+    anchor: str = "rollout"
+    anchor_topk: int = 0
+    loss_aggregation: str = "token_mean"
+    keep: str = "all"  # sequences the logit loss trains on (LogitLoss.keep)
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     lr_schedule: str = "constant"
@@ -58,6 +68,7 @@ class EngineConfig:
     vllm_mode: str = "colocate"
     progress_bar: bool = False
     collapse_patience: int = 20
+    collapse_reward: float = 0.0  # collapse: batch mean reward <= this for collapse_patience steps (-1 for +-1 rewards)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +78,10 @@ class EngineConfig:
             "optimizer": tuple(OPTIMIZERS),
             "lr_schedule": SCHEDULES,
             "vllm_mode": ("colocate", "server"),
+            "policy_loss": ("trl", *LOSSES),
+            "anchor": ANCHORS,
+            "loss_aggregation": AGGREGATIONS,
+            "keep": SELECTIONS,
         }
         for name, values in allowed.items():
             if getattr(self, name) not in values:
@@ -78,6 +93,18 @@ class EngineConfig:
             raise ValueError(f"generations = {self.generations} is invalid: allowed values are integers >= 2")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate = {self.learning_rate} is invalid: allowed values are numbers > 0")
+        self.logit_loss()  # validates loss_options and anchor_topk
+
+    def logit_loss(self) -> LogitLoss | None:
+        """The :class:`LogitLoss` of ``policy_loss`` (``None`` for TRL's own loss)."""
+        unknown = sorted(set(self.loss_options) - {f.name for f in dataclasses.fields(LossOptions)})
+        if unknown:
+            raise ValueError(f"loss_options {unknown} are unknown: allowed keys are "
+                             f"{[f.name for f in dataclasses.fields(LossOptions)]}")
+        options = LossOptions(**self.loss_options)
+        if self.policy_loss == "trl":
+            return None
+        return LogitLoss(self.policy_loss, options, self.anchor, self.anchor_topk, self.loss_aggregation, self.keep)
 
 
 def grpo_config(config: EngineConfig, output_dir: str | Path) -> GRPOConfig:
@@ -168,7 +195,7 @@ def train_policy(
     (e.g. ``target``). With ``run_dir`` the per-step table goes to ``run_dir/steps.csv`` and DVCLive
     logs to ``run_dir/dvclive``; without it nothing is written.
     """
-    guard = DivergenceGuard(config.collapse_patience)
+    guard = DivergenceGuard(config.collapse_patience, config.collapse_reward)
     diagnostics = [guard, *diagnostics]
     work_dir = Path(run_dir) if run_dir is not None else Path("/tmp/rlvr-dynamics-scratch")
     args = grpo_config(config, work_dir / "trainer")
@@ -186,7 +213,7 @@ def train_policy(
             peft_config=lora_config(config),
             update_rule=config.update_rule,
             baseline=config.baseline,
-            token_loss=token_loss,
+            token_loss=token_loss or config.logit_loss(),
         )
     for diagnostic in diagnostics:
         trainer.add_callback(diagnostic.bind(trainer))
@@ -208,7 +235,8 @@ def train_policy(
         from transformers.integrations import DVCLiveCallback
 
         live = Live(dir=str(work_dir / "dvclive"), save_dvc_exp=False, dvcyaml=False)
-        live.log_params({k: v for k, v in dataclasses.asdict(config).items() if k != "extra"})
+        live.log_params({k: v for k, v in dataclasses.asdict(config).items() if k not in ("extra", "loss_options")}
+                        | {f"loss/{k}": v for k, v in config.loss_options.items()})
         trainer.add_callback(DVCLiveCallback(live=live))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

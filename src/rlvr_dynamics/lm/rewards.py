@@ -45,3 +45,14 @@ def _text(completion: str | list[dict]) -> str:
 
 final_answer_reward.__name__ = "final_answer"
 math_verify_reward.__name__ = "math_verify"
+
+
+class SignedReward:
+    """+1 for a correct, -1 for a wrong completion (2 r - 1 of a 0/1 reward): LCO V1's rule-based reward."""
+
+    def __init__(self, reward) -> None:
+        self.reward = reward
+        self.__name__ = f"signed_{getattr(reward, '__name__', 'reward')}"
+
+    def __call__(self, *args, **kwargs) -> list[float]:
+        return [2.0 * r - 1.0 for r in self.reward(*args, **kwargs)]

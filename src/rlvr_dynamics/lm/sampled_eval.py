@@ -1,20 +1,31 @@
-"""Validation accuracy by sampling (spec E3: mean over 5 tries per held-out question, temperature 1)."""
+"""Validation accuracy by sampling (spec E3: mean over 5 tries per held-out question, temperature 1) and Pass@k."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import comb
 
+import numpy as np
 import torch
 
 from rlvr_dynamics.lm.diagnostics import Diagnostic
 
 
+def pass_at_k(correct: np.ndarray, k: int) -> float:
+    """Unbiased Pass@k from a (prompts, n) 0/1 array (Chen et al. 2021): mean_q 1 - C(n - c_q, k) / C(n, k)."""
+    n = correct.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k} is invalid: allowed values are 1..{n} (the samples per prompt)")
+    c = correct.sum(axis=1)
+    return float(np.mean([1.0 - comb(n - ci, k) / comb(n, k) for ci in c]))
+
+
 @torch.no_grad()
-def sampled_accuracy(
+def sampled_scores(
     model, tokenizer, prompts: list, references: list[str], reward: Callable[[str, str], float],
     samples: int = 5, max_new_tokens: int = 256, temperature: float = 1.0, batch: int = 64, seed: int = 0,
-) -> float:
-    """Mean reward of ``samples`` completions per prompt; chat prompts (lists of messages) get the chat template."""
+) -> np.ndarray:
+    """(prompts, samples) rewards of sampled completions; chat prompts (lists of messages) get the chat template."""
     was_training = model.training
     model.eval()
     generator_state = torch.random.get_rng_state()
@@ -36,7 +47,15 @@ def sampled_accuracy(
         scores += [reward(c, refs[i // samples]) for i, c in enumerate(completions)]
     torch.random.set_rng_state(generator_state)
     model.train(was_training)
-    return sum(scores) / len(scores)
+    return np.asarray(scores, dtype=float).reshape(len(texts), samples)
+
+
+def sampled_accuracy(model, tokenizer, prompts: list, references: list[str], reward: Callable[[str, str], float],
+                     samples: int = 5, max_new_tokens: int = 256, temperature: float = 1.0, batch: int = 64,
+                     seed: int = 0) -> float:
+    """Mean reward of ``samples`` completions per prompt."""
+    return float(sampled_scores(model, tokenizer, prompts, references, reward, samples, max_new_tokens, temperature,
+                                batch, seed).mean())
 
 
 class SampledAccuracy(Diagnostic):
@@ -59,3 +78,44 @@ class SampledAccuracy(Diagnostic):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self.log("val/accuracy", self._accuracy())
+
+
+class PassAtK(Diagnostic):
+    """``eval/pass@k`` on fixed held-out prompts at step 0, every ``every`` steps and at the end.
+
+    ``exact`` (tasks with one correct completion, spec X2): J_q = pi(o*_q | q) by teacher forcing and
+    Pass@k = mean_q 1 - (1 - J_q)^k, exact at temperature 1. ``sampled``: ``samples`` completions per
+    prompt at ``temperature`` (LCO spec G14: 8 at 0.6) and the unbiased estimator.
+    """
+
+    name = "pass_at_k"
+
+    def __init__(self, prompts: list, references: list[str], ks: tuple[int, ...] = (1, 4, 8), every: int = 10,
+                 mode: str = "exact", reward: Callable[[str, str], float] | None = None, samples: int = 8,
+                 temperature: float = 0.6, max_new_tokens: int = 256, seed: int = 0) -> None:
+        if mode not in ("exact", "sampled"):
+            raise ValueError(f"mode = {mode!r} is invalid: allowed values are ['exact', 'sampled']")
+        if mode == "sampled" and max(ks) > samples:
+            raise ValueError(f"ks = {ks} is invalid: each k must be <= samples = {samples}")
+        self.prompts, self.references, self.ks, self.every, self.mode = prompts, references, ks, every, mode
+        self.reward, self.samples, self.temperature = reward, samples, temperature
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+
+    def values(self) -> dict[str, float]:
+        model, tokenizer = self.trainer.model, self.trainer.processing_class
+        if self.mode == "exact":
+            from rlvr_dynamics.lm.exact import exact_success
+
+            success = exact_success(model, tokenizer, self.prompts, self.references).numpy()
+            return {f"eval/pass@{k}": float(np.mean(1.0 - (1.0 - success) ** k)) for k in self.ks}
+        scores = sampled_scores(model, tokenizer, self.prompts, self.references, self.reward, self.samples,
+                                self.max_new_tokens, self.temperature, seed=self.seed) > 0
+        return {f"eval/pass@{k}": pass_at_k(scores, k) for k in self.ks}
+
+    def initial_metrics(self) -> dict[str, float]:
+        return self.values()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps or control.should_training_stop:
+            for key, value in self.values().items():
+                self.log(key, value)

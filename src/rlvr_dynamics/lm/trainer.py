@@ -15,16 +15,24 @@ Update rules (``UPDATE_RULES``), all on TRL's own generation, reward and loss co
 ``ppo_clip``   GRPO advantages with PPO's clipped ratio over ``num_iterations`` > 1 updates per batch
 =============  ==========================================================================
 
+``baseline="none"`` makes the advantage the raw (weighted) reward, A = r: V1 LCO's REINFORCE
+framework with +-1 rewards (Psi = +-1 on every token).
+
 Hooks:
 
 * ``token_loss``: a callable ``(trainer, per_token_logps, old_per_token_logps, advantages, mask, inputs)
-  -> scalar loss`` replacing TRL's loss aggregation (LCO plugs in here). ``advantages`` is (B,) or (B, T).
+  -> scalar loss`` replacing TRL's loss aggregation. ``advantages`` is (B,) or (B, T). A loss with
+  ``needs_logits = True`` (:class:`rlvr_dynamics.lm.logit_loss.LogitLoss`: the LCO losses and their
+  baselines) also gets the completion logits as ``inputs["completion_logits"]``, and the rollout
+  logits as anchor when the host reuses a batch (``ppo_clip``).
 * ``set_reward_weights(weights)``: reassigns the reward-function weights that TRL reads at every
   generation step (CTWA and scalarization baselines call it from a callback, see
   :class:`rlvr_dynamics.lm.diagnostics.RewardWeightSchedule`).
 
 The trainer also keeps the last batch's rewards per function, advantages and completion lengths
-(``last_batch``) and the last pre-clip gradient norm, which the diagnostics callbacks read.
+(``last_batch``), the last training inputs (``last_inputs``) and the last pre-clip gradient norm,
+which the diagnostics callbacks read. Every update rule logs ``policy/action_prob``, the mean
+probability of the sampled tokens (V1 Fig. 6), and TRL's ``entropy``.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ UPDATE_RULES = {
     "reinforce": UpdateRule("grpo", "none", uses_token_loss=True),
     "ppo_clip": UpdateRule("grpo", "group"),
 }
-BASELINES = ("mean", "loo")
+BASELINES = ("mean", "loo", "none")
 
 
 def reinforce_token_loss(trainer, per_token_logps, old_per_token_logps, advantages, mask, inputs) -> torch.Tensor:
@@ -97,7 +105,14 @@ class RLVRTrainer(GRPOTrainer):
         self.token_loss = token_loss or (reinforce_token_loss if UPDATE_RULES[update_rule].uses_token_loss else None)
         self.last_batch: LastBatch | None = None
         self.last_grad_norm: float = float("nan")
+        self.last_inputs: dict | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
+        self._captured_logps: torch.Tensor | None = None
+        self._capture_logps = False
+
+    @property
+    def _logit_loss(self):
+        return self.token_loss if getattr(self.token_loss, "needs_logits", False) else None
 
     # ----- reward weights (CTWA, scalarization baselines) -----
     def set_reward_weights(self, weights: Sequence[float]) -> None:
@@ -117,6 +132,15 @@ class RLVRTrainer(GRPOTrainer):
         num_generations = self.num_generations if self.model.training else self.num_generations_eval
         if self.update_rule == "reinforce" and self.baseline == "loo" and num_generations > 1:
             output["advantages"] = output["advantages"] * (num_generations / (num_generations - 1))
+        if self.baseline == "none":
+            output["advantages"] = self._raw_reward_advantages(len(output["completion_ids"]))
+        loss = self._logit_loss
+        if self.model.training and loss is not None and loss.stores_rollout_anchor and self.num_iterations > 1:
+            from rlvr_dynamics.lm.logit_loss import completion_logits
+
+            with torch.no_grad():
+                logits = completion_logits(self.model, output, self.temperature)
+            output.update(loss.rollout_anchor(logits, output["completion_ids"]))
         if self.model.training:
             per_func = self._last_rewards_per_func
             self.last_batch = LastBatch(
@@ -128,22 +152,59 @@ class RLVRTrainer(GRPOTrainer):
             )
         return output
 
+    def _raw_reward_advantages(self, local_count: int) -> torch.Tensor:
+        """A = r, the weighted reward of this process's completions (``baseline="none"``)."""
+        rewards = torch.nan_to_num(self._last_rewards_per_func * self.reward_weights.unsqueeze(0)).sum(dim=1)
+        start = self.accelerator.process_index * local_count
+        return rewards[start : start + local_count].to(self.accelerator.device)
+
     # ----- losses -----
     def _compute_loss(self, model, inputs):
+        if self.model.training:
+            self.last_inputs = inputs
         if self.token_loss is None:
-            return super()._compute_loss(model, inputs)
-        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+            self._capture_logps = True
+            try:
+                loss = super()._compute_loss(model, inputs)
+            finally:
+                self._capture_logps = False
+            self._log_action_prob(self._captured_logps, inputs["completion_mask"])
+            return loss
         completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
-            model,
-            torch.cat([prompt_ids, completion_ids], dim=1),
-            torch.cat([prompt_mask, mask], dim=1),
-            completion_ids.size(1),
-        )
+        if self._logit_loss is not None:
+            from rlvr_dynamics.lm.logit_loss import completion_logits
+
+            logits = completion_logits(model, inputs, self.temperature)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            per_token_logps = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1).detach()
+            self._metrics["train" if self.model.training else "eval"]["entropy"].append(_masked_mean(entropy, mask))
+            inputs = {**inputs, "completion_logits": logits}
+        else:
+            prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+            per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+                model,
+                torch.cat([prompt_ids, completion_ids], dim=1),
+                torch.cat([prompt_mask, mask], dim=1),
+                completion_ids.size(1),
+            )
+        self._log_action_prob(per_token_logps, mask)
         old = inputs.get("old_per_token_logps")
         old = per_token_logps.detach() if old is None else old
         loss = self.token_loss(self, per_token_logps, old, inputs["advantages"], mask, inputs)
         return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_logps:
+            self._captured_logps = output[0].detach()
+        return output
+
+    def _log_action_prob(self, per_token_logps: torch.Tensor | None, mask: torch.Tensor) -> None:
+        """``policy/action_prob``: mean pi(a_t | s_t) over the response tokens of the batch."""
+        if per_token_logps is not None:
+            probs = per_token_logps.detach().float().exp()
+            self._metrics["train" if self.model.training else "eval"]["policy/action_prob"].append(_masked_mean(probs, mask))
 
     # ----- gradient norm before clipping (for the diagnostics) -----
     def _get_grad_norm(self, model, grad_norm=None):
@@ -157,3 +218,8 @@ class RLVRTrainer(GRPOTrainer):
         if not max_norm or max_norm <= 0 or not torch.isfinite(torch.tensor(self.last_grad_norm)):
             return 1.0
         return min(1.0, max_norm / (self.last_grad_norm + 1e-6))
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.to(values.dtype)
+    return float((values * mask).sum() / mask.sum().clamp(min=1.0))

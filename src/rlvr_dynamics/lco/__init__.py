@@ -1,0 +1,1 @@
+"""Logits Convex Optimization (LCO, V1 and V2): losses, numerical checks, gradient dynamics, training arms."""
