@@ -147,3 +147,24 @@ def test_loss_options_reach_the_loss():
     loss = cfg.logit_loss()
     assert loss.options == LossOptions(beta=0.5, mse_half=True) and loss.anchor == "current"
     assert EngineConfig().logit_loss() is None
+
+
+def test_lco_launcher_dry_run_validates(capsys, tmp_path):
+    from rlvr_dynamics.lco import training
+
+    assert training.main(["--profile", "paper", "--arm", "grpo+lco", "--dry-run", "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"policy_loss": "lco"' in out and '"use_vllm": true' in out
+    assert training.main(["--profile", "paper", "--arm", "grpo+lcox", "--dry-run", "--run-dir", str(tmp_path)]) == 2
+    assert "allowed values" in capsys.readouterr().out
+
+
+def test_arm_names_agree_with_the_config():
+    from rlvr_dynamics.config import LCO_ARMS, LCOTrainingParams
+    from rlvr_dynamics.lco.training import ARMS, experiment_jobs
+
+    assert tuple(ARMS) == LCO_ARMS
+    jobs = experiment_jobs(LCOTrainingParams())
+    keys = [(j.arm, j.lr, j.seed, j.rho) for j in jobs]
+    assert len(keys) == len(set(keys))  # shared runs are listed once
+    assert {j.experiment for j in jobs} == {"main", "lr_sweep", "rho_sweep", "high_ppl"}

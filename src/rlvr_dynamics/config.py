@@ -247,6 +247,38 @@ class GRPONormalizationPhasesParams:
     progress_bar: bool = param(False, "show TRL's per-step progress bar")
 
 
+@dataclass
+class LCOLogitsConvexityParams:
+    """Parameters of ``notebooks/05_lco_logits_convexity.ipynb`` (LCO spec §4 N1-N17, §5.1 A1-A3, A5)."""
+
+    seed: int = param(0, "master seed of the random checks, the sampled batches and the dynamics", minimum=0)
+    check_cases: int = param(200, "N1-N13, N15-N17: random logit vectors per check", minimum=3)
+    flow_vocab: int = param(20, "N14: vocabulary n of the logits-as-parameters toy", minimum=3)
+    flow_steps: int = param(3000, "N14: plain GD steps", minimum=1)
+    flow_lr: float = param(0.05, "N14: GD step size", minimum=0.0)
+    flow_beta: float = param(1.0, "A2: beta of the V2 losses in the toy (sparse A = +-1)", minimum=0.0)
+    base_model: str = param("results/00_base_policy/model", "policy of the fixed-batch dynamics (tiny policy or hub id)")
+    split: str = param("easy", "arithmetic difficulty of the sampled batch", choices=("easy", "medium", "hard"))
+    batch_prompts: int = param(32, "prompts sampled once (1 response each) for the fixed batches", minimum=2)
+    dynamics_sequences: int = param(6, "A3: sequences in the fixed batch (the [code] protocol: 6)", minimum=1)
+    dynamics_losses: list[str] = param(["sft", "pg", "pg_is", "ppo_clip", "lco", "lco_kld", "lco_mse", "lco_lch"],
+                                       "A3: losses of the fixed-batch dynamics",
+                                       choices=("sft", "pg", "pg_is", "ppo_clip", "lco", "lco_kld", "lco_mse", "lco_lch"))
+    dynamics_optimizer: str = param("adam", "A3: optimizer of the repeated steps ([code]: Adam)", choices=("adam", "sgd"))
+    dynamics_lr: float = param(1e-4, "A3: learning rate of the repeated steps", minimum=0.0)
+    dynamics_steps: int = param(200, "A3: repeated steps on the fixed batch", minimum=2)
+    cosine_sequences: int = param(16, "C18 / Table 4: sequences of the mixed batch (half positive, half negative)",
+                                  minimum=2)
+    kl_lr: float = param(2e-3, "Table 4: SGD step of the one-update KL", minimum=0.0)
+    pretrained_model: str = param("", "A5: a pretrained instruct LM for a fixed batch ('' = skip)")
+    pretrained_sequences: int = param(4, "A5: sequences of its fixed batch", minimum=1)
+    pretrained_losses: list[str] = param(["pg", "pg_is", "lco"], "A5: losses (Psi = -1 on every token)",
+                                         choices=("sft", "pg", "pg_is", "ppo_clip", "lco", "lco_kld", "lco_mse", "lco_lch"))
+    pretrained_steps: int = param(15, "A5: repeated Adam steps", minimum=2)
+    pretrained_lr: float = param(1e-5, "A5: Adam learning rate", minimum=0.0)
+    pretrained_max_new_tokens: int = param(12, "A5: new tokens per sampled response", minimum=1)
+
+
 LCO_ARMS = ("pg", "pg_is", "reinforce+lco", "lco_kld", "lco_mse", "lco_lch", "pg_is_high_ppl", "pg_is_positives",
             "grpo", "grpo+lco", "ppo", "ppo+lco")  # rlvr_dynamics.lco.training.ARMS (tested to agree)
 
@@ -324,5 +356,6 @@ NOTEBOOK_PARAMS = {
     "02_gradient_gap_grpo": GradientGapGRPOParams,
     "03_grpo_normalization_theory": GRPONormalizationTheoryParams,
     "04_grpo_normalization_phases": GRPONormalizationPhasesParams,
+    "05_lco_logits_convexity": LCOLogitsConvexityParams,
     "06_lco_training": LCOTrainingParams,
 }

@@ -243,3 +243,48 @@ def samples_to_reach(run: pd.DataFrame, target: float, samples_per_step: int) ->
     curve = eval_curve(run)
     reached = curve[curve >= target - 1e-12]
     return float(reached.index[0] * samples_per_step) if len(reached) else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One run of notebook 06 outside the notebook, for ``accelerate launch`` on several GPUs.
+
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml -m rlvr_dynamics.lco.training \\
+        --profile paper --arm grpo+lco --lr 5e-6 --run-dir results/launched/lco-grpo
+    """
+    import argparse
+    import dataclasses
+    import json
+
+    from rlvr_dynamics.config import ParameterError
+    from rlvr_dynamics.pipeline import ROOT, load_params, resolve_stage_params
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="cpu / gpu / paper (default: params.yaml's)")
+    parser.add_argument("--arm", default="grpo+lco", help=f"one of {list(ARMS)}")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: learning_rate)")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: the profile's)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="where steps.csv and dvclive/ go")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="resolve and validate everything, train nothing")
+    args = parser.parse_args(argv)
+    try:
+        _, params = resolve_stage_params("06_lco_training", load_params(args.params), args.profile)
+        check_arms([args.arm], "--arm")
+        lr = args.lr if args.lr is not None else params.learning_rate
+        seed = args.seed if args.seed is not None else params.seed
+        engine = engine_config(params, args.arm, lr, seed)
+    except (ParameterError, ValueError) as error:
+        print(f"error: {error}")
+        return 2
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(engine), default=str))
+        return 0
+    steps = run_arm(params, args.arm, lr, seed, run_dir=args.run_dir)
+    print(f"{steps.outcome.iloc[-1]}; steps table in {args.run_dir / 'steps.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
