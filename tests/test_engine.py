@@ -12,7 +12,7 @@ from rlvr_dynamics.lm import diagnostics as diag
 from rlvr_dynamics.lm.engine import EngineConfig, train_policy
 from rlvr_dynamics.lm.exact import completion_log_probs, exact_success
 from rlvr_dynamics.lm.rewards import ExactCompletionReward
-from rlvr_dynamics.lm.tiny import build_char_tokenizer, build_tiny_llama
+from rlvr_dynamics.lm.tiny import build_tiny_llama
 from rlvr_dynamics.lm.trainer import UPDATE_RULES
 from rlvr_dynamics.simulator import group_advantages
 
@@ -26,18 +26,6 @@ def odd_length(completions, **_):
 
 def has_digit_seven(completions, **_):
     return [float("7" in c) for c in completions]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    from rlvr_dynamics.lm.base_policy import rl_dataset
-
-    return rl_dataset("easy", 64)
 
 
 def tiny(tokenizer, seed=0):

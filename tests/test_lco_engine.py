@@ -9,27 +9,16 @@ import torch.nn.functional as F
 
 from rlvr_dynamics.lco.losses import LOSSES, LossOptions, per_token_loss, v1_target_logprobs
 from rlvr_dynamics.lm import diagnostics as diag
-from rlvr_dynamics.lm.base_policy import rl_dataset
 from rlvr_dynamics.lm.engine import EngineConfig, train_policy
 from rlvr_dynamics.lm.logit_loss import LogitLoss, compress_anchor, expand_anchor
 from rlvr_dynamics.lm.rewards import SignedReward
-from rlvr_dynamics.lm.tiny import build_char_tokenizer, build_tiny_llama
+from rlvr_dynamics.lm.tiny import build_tiny_llama
 
 torch.set_num_threads(1)
 
 
 def odd_length(completions, **_):
     return [float(len(c) % 2) for c in completions]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return rl_dataset("easy", 64)
 
 
 def tiny(tokenizer, seed=0):

@@ -22,14 +22,9 @@ from rlvr_dynamics.lm.probe_diagnostics import (
     sequence_log_probs,
 )
 from rlvr_dynamics.lm.rewards import ExactCompletionReward
-from rlvr_dynamics.lm.tiny import build_char_tokenizer, build_tiny_llama
+from rlvr_dynamics.lm.tiny import build_tiny_llama
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
 
 
 def tiny(tokenizer):

@@ -7,16 +7,11 @@ import pytest
 import torch
 
 from rlvr_dynamics.lm import representations as rep
-from rlvr_dynamics.lm.tiny import build_char_tokenizer, build_tiny_llama
+from rlvr_dynamics.lm.tiny import build_tiny_llama
 
 torch.set_num_threads(1)
 
 TEXTS = ["1+2=", "12*34=", "7", "99-1=\nanswer:", "3*3*3=", "45+54=", "0", "8-8=\n"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
 
 
 @pytest.fixture(scope="module")
