@@ -181,13 +181,16 @@ def run_jobs(params, jobs: list[Job], run_root: Path | None = None) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
-def select(steps: pd.DataFrame, params, arm: str, lr: float | None = None,
+def select(frame: pd.DataFrame, params, arm: str | None = None, lr: float | None = None,
            rho: tuple[float, float] | None = None) -> pd.DataFrame:
-    """The rows of runs of ``arm`` at learning rate ``lr`` (default: the main one) and ``rho`` (default: the main pair)."""
+    """Rows (of the step table or the run summary) of ``arm`` (default: every arm) at learning rate
+    ``lr`` (default: the main one) and ``rho`` (default: the main pair)."""
     lr = params.learning_rate if lr is None else lr
     rho_pos, rho_neg = rho or (params.rho_pos, params.rho_neg)
-    keep = (steps.arm == arm) & np.isclose(steps.lr, lr) & np.isclose(steps.rho_pos, rho_pos) & np.isclose(steps.rho_neg, rho_neg)
-    return steps[keep]
+    keep = np.isclose(frame.lr, lr) & np.isclose(frame.rho_pos, rho_pos) & np.isclose(frame.rho_neg, rho_neg)
+    if arm is not None:
+        keep &= frame.arm == arm
+    return frame[keep]
 
 
 # ------------------------------------------------------------------ analysis
@@ -238,9 +241,8 @@ def mean_over_seeds(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return grouped.mean().join(grouped.std(ddof=1), rsuffix="_std").join(grouped.size().rename("seeds")).reset_index()
 
 
-def samples_to_reach(run: pd.DataFrame, target: float, samples_per_step: int) -> float:
-    """Training samples until held-out Pass@1 first reaches ``target`` (inf if never; V2 Fig. 7)."""
-    curve = eval_curve(run)
+def samples_to_reach(curve: pd.Series, target: float, samples_per_step: int) -> float:
+    """Training samples until a Pass@1 curve (indexed by step) first reaches ``target`` (inf if never; V2 Fig. 7)."""
     reached = curve[curve >= target - 1e-12]
     return float(reached.index[0] * samples_per_step) if len(reached) else float("inf")
 

@@ -32,6 +32,7 @@ import torch
 from transformers import TrainerCallback
 
 from rlvr_dynamics.lm.exact import completion_log_probs
+from rlvr_dynamics.lm.logit_loss import completion_logits, masked_mean
 
 
 class Diagnostic(TrainerCallback):
@@ -365,8 +366,6 @@ class UpdateKL(Diagnostic):
         self.before: torch.Tensor | None = None
 
     def _log_probs(self) -> torch.Tensor:
-        from rlvr_dynamics.lm.logit_loss import completion_logits
-
         with torch.no_grad():
             logits = completion_logits(self.trainer.model, self.trainer.last_inputs, self.trainer.temperature)
         return torch.log_softmax(logits.double(), dim=-1)
@@ -380,8 +379,7 @@ class UpdateKL(Diagnostic):
             return
         after = self._log_probs()
         kl = (self.before.exp() * (self.before - after)).sum(-1)
-        mask = self.trainer.last_inputs["completion_mask"].double()
-        self.value = float((kl * mask).sum() / mask.sum().clamp(min=1.0))
+        self.value = float(masked_mean(kl, self.trainer.last_inputs["completion_mask"]))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.before is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from rlvr_dynamics.lco.losses import LOSSES, LossOptions, check_loss_name, per_token_loss
+from rlvr_dynamics.lco.losses import LCO_LOSSES, LOSSES, LossOptions, check_loss_name, per_token_loss
 
 ANCHORS = ("rollout", "current")
 AGGREGATIONS = ("token_mean", "sign_split")
@@ -110,7 +110,7 @@ class LogitLoss:
 
     @property
     def stores_rollout_anchor(self) -> bool:
-        return self.anchor == "rollout" and self.name in ("lco", "lco_kld", "lco_mse", "lco_lch")
+        return self.anchor == "rollout" and self.name in LCO_LOSSES
 
     @torch.no_grad()
     def rollout_anchor(self, logits: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,16 +146,17 @@ class LogitLoss:
                                 old_per_token_logps.detach(), self.options)
         mask = mask.to(losses.dtype)
         if self.aggregation == "sign_split":
-            loss = sum(_masked_mean(losses, mask * part) for part in ((advantages > 0), (advantages < 0)))
+            loss = sum(masked_mean(losses, mask * part) for part in ((advantages > 0), (advantages < 0)))
         else:
-            loss = _masked_mean(losses, mask)
+            loss = masked_mean(losses, mask)
         return loss.to(per_token_logps.dtype)
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the response tokens (``mask`` = 1); 0 for an empty mask."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 __all__ = ["ANCHORS", "AGGREGATIONS", "LOSSES", "SELECTIONS", "LogitLoss", "completion_logits", "compress_anchor",
-           "expand_anchor"]
+           "expand_anchor", "masked_mean"]

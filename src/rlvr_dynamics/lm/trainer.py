@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import torch
 from trl import GRPOTrainer
 
+from rlvr_dynamics.lm.logit_loss import completion_logits, masked_mean
+
 TokenLoss = Callable[..., torch.Tensor]
 
 
@@ -130,33 +132,28 @@ class RLVRTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         num_generations = self.num_generations if self.model.training else self.num_generations_eval
+        per_func = self._last_rewards_per_func
+        rewards = torch.nan_to_num(per_func * self.reward_weights.unsqueeze(0)).sum(dim=1)  # all processes
         if self.update_rule == "reinforce" and self.baseline == "loo" and num_generations > 1:
             output["advantages"] = output["advantages"] * (num_generations / (num_generations - 1))
-        if self.baseline == "none":
-            output["advantages"] = self._raw_reward_advantages(len(output["completion_ids"]))
+        if self.baseline == "none":  # A = r on this process's completions
+            local = len(output["completion_ids"])
+            start = self.accelerator.process_index * local
+            output["advantages"] = rewards[start : start + local].to(self.accelerator.device)
         loss = self._logit_loss
         if self.model.training and loss is not None and loss.stores_rollout_anchor and self.num_iterations > 1:
-            from rlvr_dynamics.lm.logit_loss import completion_logits
-
             with torch.no_grad():
                 logits = completion_logits(self.model, output, self.temperature)
             output.update(loss.rollout_anchor(logits, output["completion_ids"]))
         if self.model.training:
-            per_func = self._last_rewards_per_func
             self.last_batch = LastBatch(
                 rewards_per_func=per_func,
-                rewards=torch.nan_to_num(per_func * self.reward_weights.unsqueeze(0)).sum(dim=1),
+                rewards=rewards,
                 advantages=output["advantages"].detach().float().cpu(),
                 completion_lengths=output["completion_mask"].sum(dim=1).detach().float().cpu(),
                 num_generations=num_generations,
             )
         return output
-
-    def _raw_reward_advantages(self, local_count: int) -> torch.Tensor:
-        """A = r, the weighted reward of this process's completions (``baseline="none"``)."""
-        rewards = torch.nan_to_num(self._last_rewards_per_func * self.reward_weights.unsqueeze(0)).sum(dim=1)
-        start = self.accelerator.process_index * local_count
-        return rewards[start : start + local_count].to(self.accelerator.device)
 
     # ----- losses -----
     def _compute_loss(self, model, inputs):
@@ -172,13 +169,11 @@ class RLVRTrainer(GRPOTrainer):
             return loss
         completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
         if self._logit_loss is not None:
-            from rlvr_dynamics.lm.logit_loss import completion_logits
-
             logits = completion_logits(model, inputs, self.temperature)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             per_token_logps = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
             entropy = -(log_probs.exp() * log_probs).sum(-1).detach()
-            self._metrics["train" if self.model.training else "eval"]["entropy"].append(_masked_mean(entropy, mask))
+            self._metrics["train" if self.model.training else "eval"]["entropy"].append(float(masked_mean(entropy, mask)))
             inputs = {**inputs, "completion_logits": logits}
         else:
             prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -203,8 +198,8 @@ class RLVRTrainer(GRPOTrainer):
     def _log_action_prob(self, per_token_logps: torch.Tensor | None, mask: torch.Tensor) -> None:
         """``policy/action_prob``: mean pi(a_t | s_t) over the response tokens of the batch."""
         if per_token_logps is not None:
-            probs = per_token_logps.detach().float().exp()
-            self._metrics["train" if self.model.training else "eval"]["policy/action_prob"].append(_masked_mean(probs, mask))
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["policy/action_prob"].append(float(masked_mean(per_token_logps.detach().float().exp(), mask)))
 
     # ----- gradient norm before clipping (for the diagnostics) -----
     def _get_grad_norm(self, model, grad_norm=None):
@@ -218,8 +213,3 @@ class RLVRTrainer(GRPOTrainer):
         if not max_norm or max_norm <= 0 or not torch.isfinite(torch.tensor(self.last_grad_norm)):
             return 1.0
         return min(1.0, max_norm / (self.last_grad_norm + 1e-6))
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    mask = mask.to(values.dtype)
-    return float((values * mask).sum() / mask.sum().clamp(min=1.0))
