@@ -350,6 +350,77 @@ class LCOTrainingParams:
         return list(zip(self.rho_sweep_pos, self.rho_sweep_neg, strict=True))
 
 
+CTWA_METHODS = ("ctwa", "linear", "dynamic", "gradnorm", "lagrangian", "pama", "mgda", "tchebycheff")
+CTWA_ESTIMATORS = ("reinforce_pp", "grpo")
+STYLE_VARIANTS = ("verbose", "efficient")
+
+
+@dataclass
+class CTWATrainingParams:
+    """Parameters of ``notebooks/08_ctwa_training.ipynb`` (CTWA spec E0-E2, E5, E7, Table 1; gaps 2, 4, 5, 9, 13)."""
+
+    seed: int = param(0, "seed of data order, sampling and the tiny base policies; run s uses seed + s", minimum=0)
+    seeds: int = param(3, "seeds per (method, estimator)", minimum=1)
+    task: str = param("running_sum", "running_sum (tiny policy trained here), math500 (300/100 split, seed 42) or gsm8k",
+                      choices=("running_sum", "math500", "gsm8k"))
+    base_model: str = param("", "policy folder (repo-relative) or hub id; '' = train the tiny style policies here")
+    model_variants: list[str] = param(["verbose", "efficient"], "tiny style mixtures standing in for the paper's models (C2); "
+                                      "the first carries the main grid", choices=STYLE_VARIANTS)
+    variant_methods: list[str] = param(["linear", "ctwa"], "methods run on the other model variants (C2, C11)",
+                                       choices=CTWA_METHODS)
+    sft_steps: int = param(600, "SFT steps of each tiny base policy", minimum=1)
+    data_dir: str = param("", "local data root holding gsm8k/ and math500/ ('' = $RLVR_DATA_DIR or the hub)")
+    methods: list[str] = param(list(CTWA_METHODS), "weighting methods of the main grid (E8)", choices=CTWA_METHODS)
+    estimators: list[str] = param(["reinforce_pp", "grpo"], "reinforce_pp: clip-free REINFORCE++ (Fig. 1); grpo: GRPO with "
+                                  "clipping (Fig. 5)", choices=CTWA_ESTIMATORS)
+    steps: int = param(40, "training steps (rollout batches) per run", minimum=1)
+    updates_per_batch: int = param(2, "optimizer steps per rollout batch ([code]: 2 mini-batches)", minimum=1)
+    prompts_per_step: int = param(16, "prompts per rollout batch (paper: 32)", minimum=1)
+    generations: int = param(8, "completions per prompt K (paper: 16)", minimum=2)
+    max_completion_length: int = param(48, "max new tokens of the rollouts (paper: 1024)", minimum=1)
+    temperature: float = param(1.0, "rollout temperature", minimum=0.0)
+    optimizer: str = param("adamw", "optimizer (paper: AdamW, constant lr)", choices=("sgd", "adamw"))
+    learning_rate: float = param(1e-3, "policy learning rate (paper: 1e-6 on 1.5B models)", minimum=0.0)
+    max_grad_norm: float = param(1.0, "gradient clipping ([code]: 1.0)", minimum=0.0)
+    kl_scale: float = param(1.0, "multiplies Table 1's KL coefficient of each method (0.001 or 0)", minimum=0.0)
+    ctwa_targets: list[float] = param([0.15, 0.08, 0.08], "CTWA covariance targets c* (Table 1)", minimum=0.0)
+    ctwa_weight_lr: float = param(0.05, "CTWA eta_lambda (Table 1)", minimum=0.0)
+    ctwa_tau: float = param(0.1, "CTWA EMA rate tau (Table 1)", minimum=0.0)
+    ctwa_gate: bool = param(True, "[code] gate_by_obj_targets: no weight increase once a batch mean reaches its gate")
+    ctwa_gates: list[float] = param([1.0, 0.95, 0.95], "[code] obj_targets of the gate", minimum=0.0)
+    dynamic_regularization: float = param(1e-5, "Dynamic weighting's regularization_factor (gap 13: re-tune per model)",
+                                          minimum=0.0)
+    gradient_cosine_methods: list[str] = param(["linear"], "runs that log per-objective gradient cosines (Fig. 4, C3)",
+                                               choices=CTWA_METHODS)
+    train_prompts: int = param(2048, "training prompts (running_sum: generated; math500: the 300 of the split)", minimum=1)
+    eval_prompts: int = param(200, "held-out prompts of the greedy evaluation (math500: the 100 test problems)", minimum=1)
+    eval_every: int = param(5, "evaluate every this many training steps", minimum=1)
+    eval_max_new_tokens: int = param(48, "max new tokens of the greedy evaluation", minimum=1)
+    moving_average: int = param(5, "window of the centred moving average of the curves (gap 4)", minimum=1)
+    lora_rank: int = param(0, "LoRA rank on all linear layers, alpha = 2 rank (0 = full fine-tuning)", minimum=0)
+    bf16: bool = param(False, "bf16 on GPU")
+    gradient_checkpointing: bool = param(False, "gradient checkpointing on GPU")
+    use_vllm: bool = param(False, "TRL's vLLM generation")
+    torch_threads: int = param(2, "torch CPU threads", minimum=1)
+    progress_bar: bool = param(False, "progress bars (runs, TRL steps)")
+
+    def __post_init__(self) -> None:
+        for name in ("ctwa_targets", "ctwa_gates"):
+            if len(getattr(self, name)) != 3:
+                raise ParameterError(f"parameter {name!r} = {getattr(self, name)} is invalid: allowed values are 3 numbers, "
+                                     "one per objective (accuracy, conciseness, clarity)")
+        for name in ("learning_rate", "ctwa_weight_lr", "dynamic_regularization"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"parameter {name!r} = {getattr(self, name)} is invalid: allowed values are numbers > 0")
+        if not 0.0 < self.ctwa_tau <= 1.0:
+            raise ParameterError(f"parameter 'ctwa_tau' = {self.ctwa_tau} is invalid: allowed values are numbers in (0, 1]")
+        if self.task == "running_sum" and self.base_model == "" and not self.model_variants:
+            raise ParameterError("parameter 'model_variants' is empty: allowed values are a non-empty subset of "
+                                 f"{list(STYLE_VARIANTS)} when the tiny policies are trained here")
+        if not self.estimators or not self.methods:
+            raise ParameterError("parameters 'estimators' and 'methods' must not be empty")
+
+
 NOTEBOOK_PARAMS = {
     "00_base_policy": BasePolicyParams,
     "01_gradient_gap_bandits": GradientGapBanditParams,

@@ -202,6 +202,10 @@ def train_policy(
     if reward_weights is not None:
         args.reward_weights = list(reward_weights)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    if config.beta > 0 and config.lora_rank <= 0 and not model.config._name_or_path:
+        # TRL builds the KL reference from the policy's path; an in-memory model gets a saved copy
+        model.save_pretrained(work_dir / "reference_model")
+        model.config._name_or_path = str(work_dir / "reference_model")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = RLVRTrainer(

@@ -28,6 +28,10 @@ Hooks:
 * ``set_reward_weights(weights)``: reassigns the reward-function weights that TRL reads at every
   generation step (CTWA and scalarization baselines call it from a callback, see
   :class:`rlvr_dynamics.lm.diagnostics.RewardWeightSchedule`).
+* ``advantage_hook``: a callable ``(trainer, output, rewards_per_func) -> advantages`` ((N,) or (N, T)
+  for this process's completions) that replaces the advantages of every training batch; the
+  multi-objective methods (:class:`rlvr_dynamics.multiobjective.control.ObjectiveControl`) combine
+  per-objective rewards through it.
 
 The trainer also keeps the last batch's rewards per function, advantages and completion lengths
 (``last_batch``), the last training inputs (``last_inputs``) and the last pre-clip gradient norm,
@@ -46,6 +50,7 @@ from trl import GRPOTrainer
 from rlvr_dynamics.lm.logit_loss import completion_logits, masked_mean
 
 TokenLoss = Callable[..., torch.Tensor]
+AdvantageHook = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class RLVRTrainer(GRPOTrainer):
         self.last_batch: LastBatch | None = None
         self.last_grad_norm: float = float("nan")
         self.last_inputs: dict | None = None
+        self.advantage_hook: AdvantageHook | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
         self._captured_logps: torch.Tensor | None = None
         self._capture_logps = False
@@ -140,6 +146,8 @@ class RLVRTrainer(GRPOTrainer):
             local = len(output["completion_ids"])
             start = self.accelerator.process_index * local
             output["advantages"] = rewards[start : start + local].to(self.accelerator.device)
+        if self.model.training and self.advantage_hook is not None:
+            output["advantages"] = self.advantage_hook(self, output, per_func).to(self.accelerator.device)
         loss = self._logit_loss
         if self.model.training and loss is not None and loss.stores_rollout_anchor and self.num_iterations > 1:
             with torch.no_grad():

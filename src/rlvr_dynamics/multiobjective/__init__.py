@@ -1,0 +1,1 @@
+"""Multi-objective RL: scalarization methods, CTWA, rewards, interference analysis."""
