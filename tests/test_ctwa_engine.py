@@ -94,3 +94,22 @@ def test_pama_advantages_are_per_token(tokenizer, dataset):
     advantages = control.trainer.last_batch.advantages
     assert advantages.dim() == 2
     assert torch.isfinite(advantages).all() and (advantages >= 0).all()
+
+
+def test_ctwa_launcher_dry_run_validates(capsys, tmp_path):
+    from rlvr_dynamics.multiobjective import training
+
+    assert training.main(["--profile", "paper", "--method", "ctwa", "--dry-run", "--run-dir", str(tmp_path)]) == 0
+    assert '"update_rule": "ppo_clip"' in capsys.readouterr().out
+    assert training.main(["--profile", "paper", "--method", "ctwax", "--dry-run", "--run-dir", str(tmp_path)]) == 2
+    assert "--method 'ctwax' is invalid" in capsys.readouterr().out
+
+
+def test_math500_split_matches_the_released_code():
+    from rlvr_dynamics.multiobjective.training import math500_split
+
+    split = math500_split()
+    assert split["train"][:5].tolist() == [345, 3, 337, 498, 404]
+    assert split["test"][:4].tolist() == [202, 321, 466, 373]
+    assert split["val"][:4].tolist() == [370, 376, 479, 397]
+    assert len(set(np.concatenate(list(split.values())))) == 500

@@ -356,6 +356,29 @@ STYLE_VARIANTS = ("verbose", "efficient")
 
 
 @dataclass
+class CTWABanditParams:
+    """Parameters of ``notebooks/07_ctwa_bandit.ipynb`` (CTWA spec N1-N14; claims C1, C2, C4-C8, C10, C11)."""
+
+    seed: int = param(0, "seed of the theory checks' random instances and of the first bandit run", minimum=0)
+    seeds: int = param(10, "bandit runs per (toy, method); run s uses seed + s", minimum=1)
+    steps: int = param(400, "bandit steps (N13/N14: 400)", minimum=2)
+    learning_rate: float = param(0.1, "SGD step on the softmax logits (N13/N14: 0.1)", minimum=0.0)
+    groups: int = param(32, "prompt groups per step B (N13/N14: 32)", minimum=1)
+    group_size: int = param(16, "samples per group K (N13/N14: 16)", minimum=2)
+    toys: list[str] = param(["A", "B", "B_efficient"], "A: 6-arm trade-off (N13); B: factorised response (N14); "
+                            "B_efficient: its efficient-reasoner variant (C2)", choices=("A", "B", "B_efficient"))
+    methods: list[str] = param(list(CTWA_METHODS), "weighting methods (E8)", choices=CTWA_METHODS)
+    ctwa_weight_lr: float = param(0.2, "CTWA eta_lambda of the toys (N13/N14: 0.2)", minimum=0.0)
+    paper_weight_lr: float = param(0.05, "the paper's eta_lambda, run as an extra CTWA arm (timescale caveat)", minimum=0.0)
+    progress_bar: bool = param(False, "progress bar over bandit runs")
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "ctwa_weight_lr", "paper_weight_lr"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"parameter {name!r} = {getattr(self, name)} is invalid: allowed values are numbers > 0")
+
+
+@dataclass
 class CTWATrainingParams:
     """Parameters of ``notebooks/08_ctwa_training.ipynb`` (CTWA spec E0-E2, E5, E7, Table 1; gaps 2, 4, 5, 9, 13)."""
 
@@ -429,4 +452,6 @@ NOTEBOOK_PARAMS = {
     "04_grpo_normalization_phases": GRPONormalizationPhasesParams,
     "05_lco_logits_convexity": LCOLogitsConvexityParams,
     "06_lco_training": LCOTrainingParams,
+    "07_ctwa_bandit": CTWABanditParams,
+    "08_ctwa_training": CTWATrainingParams,
 }

@@ -15,6 +15,7 @@ without extra plumbing. Names are ``<group>/<metric>``.
 * :class:`ProbeGradients`   per-prompt gradient cosines on a fixed probe set, and per-prompt M_q.
 * :class:`DivergenceGuard`  non-finite gradients/parameters or collapse end the run cleanly.
 * :class:`UpdateKL`         KL(pi_before || pi_after) of one optimizer step on its own batch (LCO V1 Table 4).
+* :class:`PeriodicMetrics`   base of held-out evaluations logged at step 0, every N steps and at the end.
 * :class:`RewardWeightSchedule` reward weights as a function of the step (hook for CTWA).
 
 Probe-set diagnostics that sample fresh completions (per-prompt gradient cosines, Fisher proxy vs
@@ -385,6 +386,24 @@ class UpdateKL(Diagnostic):
         if self.before is not None:
             self.log("policy/update_kl", self.value)
             self.before = None
+
+
+class PeriodicMetrics(Diagnostic):
+    """Logs ``values()`` at step 0 (as initial metrics), every ``every`` steps, at the last step and when
+    training stops early (held-out evaluations: Pass@k, the multi-objective test set)."""
+
+    every = 10
+
+    def values(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def initial_metrics(self) -> dict[str, float]:
+        return self.values()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps or control.should_training_stop:
+            for key, value in self.values().items():
+                self.log(key, value)
 
 
 class RewardWeightSchedule(Diagnostic):

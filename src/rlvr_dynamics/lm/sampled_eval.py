@@ -8,7 +8,7 @@ from math import comb
 import numpy as np
 import torch
 
-from rlvr_dynamics.lm.diagnostics import Diagnostic
+from rlvr_dynamics.lm.diagnostics import Diagnostic, PeriodicMetrics
 
 
 def pass_at_k(correct: np.ndarray, k: int) -> float:
@@ -80,7 +80,7 @@ class SampledAccuracy(Diagnostic):
             self.log("val/accuracy", self._accuracy())
 
 
-class PassAtK(Diagnostic):
+class PassAtK(PeriodicMetrics):
     """``eval/pass@k`` on fixed held-out prompts at step 0, every ``every`` steps and at the end.
 
     ``exact`` (tasks with one correct completion, spec X2): J_q = pi(o*_q | q) by teacher forcing and
@@ -111,11 +111,3 @@ class PassAtK(Diagnostic):
         scores = sampled_scores(model, tokenizer, self.prompts, self.references, self.reward, self.samples,
                                 self.max_new_tokens, self.temperature, seed=self.seed) > 0
         return {f"eval/pass@{k}": pass_at_k(scores, k) for k in self.ks}
-
-    def initial_metrics(self) -> dict[str, float]:
-        return self.values()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps or control.should_training_stop:
-            for key, value in self.values().items():
-                self.log(key, value)

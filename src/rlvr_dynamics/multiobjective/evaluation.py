@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rlvr_dynamics.lm.diagnostics import Diagnostic
+from rlvr_dynamics.lm.diagnostics import PeriodicMetrics
 from rlvr_dynamics.multiobjective.rewards import ConcisenessReward, evaluate_texts
 
 
@@ -36,7 +36,7 @@ def greedy_completions(model, tokenizer, prompts: list, max_new_tokens: int, bat
     return completions, lengths
 
 
-class ObjectiveEval(Diagnostic):
+class ObjectiveEval(PeriodicMetrics):
     """Logs the three objectives of greedy completions on fixed held-out prompts."""
 
     name = "objective_eval"
@@ -50,11 +50,3 @@ class ObjectiveEval(Diagnostic):
         texts, lengths = greedy_completions(self.trainer.model, self.trainer.processing_class, self.prompts, self.max_new_tokens)
         scores = evaluate_texts(texts, lengths, self.targets, self.conciseness)
         return {f"eval/{key}": float(value) for key, value in scores.items()}
-
-    def initial_metrics(self) -> dict[str, float]:
-        return self.values()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps or control.should_training_stop:
-            for key, value in self.values().items():
-                self.log(key, value)

@@ -126,15 +126,20 @@ def ctwa_covariances(rewards: np.ndarray, weights: np.ndarray, group_size: int, 
     median = np.median(np.abs(weights[keep])) if keep.any() else 0.0
     if median > 0:
         keep &= np.abs(weights) <= outlier_factor * median
-    groups = np.arange(len(weights)) // group_size
-    covariances = []
-    for group in np.unique(groups):
-        rows = (groups == group) & keep
-        if rows.sum() < 2:
-            continue
-        r, w = rewards[rows], weights[rows]
-        covariances.append(((r - r.mean(axis=0)) * (w - w.mean())[:, None]).mean(axis=0))
-    return np.mean(covariances, axis=0) if covariances else np.zeros(rewards.shape[1])
+    if len(weights) % group_size:
+        raise ValueError(f"{len(weights)} completions do not split into groups of group_size = {group_size}")
+    mask = keep.reshape(-1, group_size).astype(np.float64)  # (groups, K)
+    r = rewards.reshape(-1, group_size, rewards.shape[1])
+    w = np.where(keep, weights, 0.0).reshape(-1, group_size)
+    counts = mask.sum(axis=1)
+    live = counts >= 2
+    if not live.any():
+        return np.zeros(rewards.shape[1])
+    safe = np.maximum(counts, 1.0)
+    r_mean = (r * mask[..., None]).sum(axis=1) / safe[:, None]
+    w_mean = (w * mask).sum(axis=1) / safe
+    per_group = ((r - r_mean[:, None, :]) * ((w - w_mean[:, None]) * mask)[..., None]).sum(axis=1) / safe[:, None]
+    return per_group[live].mean(axis=0)
 
 
 def pama_token_factor(log_ratio_to_reference: torch.Tensor, epsilon: float = 0.2) -> torch.Tensor:

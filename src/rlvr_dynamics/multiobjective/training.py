@@ -16,6 +16,7 @@ rebuilt with seed 42, E0) and ``gsm8k``.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +81,17 @@ def task_data(params) -> TaskData:
 
 
 def base_policies(params, work_dir: Path) -> dict[str, Path]:
-    """Variant name -> model folder: the tiny style policies trained here (once per variant) or ``base_model``."""
+    """Variant name -> model folder: the tiny style policies trained here (once per variant, kept in
+    ``work_dir/base_models``) or ``base_model``."""
+    (work_dir / "base_models").mkdir(parents=True, exist_ok=True)
     if params.base_model:
         return {"base": repo_path(params.base_model)}
     folders = {}
     for variant in params.model_variants:
-        folder = work_dir / f"base_{variant}"
+        folder = work_dir / "base_models" / variant
         if not (folder / "config.json").exists():
             config = style_task.StylePolicyConfig(mix=variant, max_steps=params.sft_steps, seed=params.seed)
-            model, tokenizer, _ = style_task.train_style_policy(config, work_dir / f"sft_{variant}")
+            model, tokenizer, _ = style_task.train_style_policy(config, Path(tempfile.mkdtemp(prefix="ctwa-sft-")))
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
         folders[variant] = folder
@@ -175,3 +178,52 @@ def eval_curves(steps: pd.DataFrame) -> pd.DataFrame:
     keys = ["variant", "estimator", "method", "seed"]
     rows = steps.dropna(subset=list(EVAL_COLUMNS))[keys + ["generation_step", *EVAL_COLUMNS]]
     return rows.rename(columns=EVAL_COLUMNS | {"generation_step": "step"}).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One run of notebook 08 outside the notebook, for ``accelerate launch`` on several GPUs.
+
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml -m rlvr_dynamics.multiobjective.training \\
+        --profile paper --method ctwa --estimator reinforce_pp --run-dir results/launched/ctwa
+    """
+    import argparse
+    import dataclasses
+    import json
+
+    from rlvr_dynamics.config import CTWA_ESTIMATORS, CTWA_METHODS, ParameterError
+    from rlvr_dynamics.pipeline import ROOT, load_params, resolve_stage_params
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="cpu / gpu / paper (default: params.yaml's)")
+    parser.add_argument("--method", default="ctwa", help=f"one of {list(CTWA_METHODS)}")
+    parser.add_argument("--estimator", default="reinforce_pp", help=f"one of {list(CTWA_ESTIMATORS)}")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: the profile's)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="where steps.csv and dvclive/ go")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="resolve and validate everything, train nothing")
+    args = parser.parse_args(argv)
+    try:
+        _, params = resolve_stage_params("08_ctwa_training", load_params(args.params), args.profile)
+        if args.method not in CTWA_METHODS:
+            raise ValueError(f"--method {args.method!r} is invalid: allowed values are {list(CTWA_METHODS)}")
+        if args.estimator not in CLIP_EPSILON:
+            raise ValueError(f"--estimator {args.estimator!r} is invalid: allowed values are {list(CTWA_ESTIMATORS)}")
+        seed = args.seed if args.seed is not None else params.seed
+        engine = engine_config(params, args.method, args.estimator, seed)
+        make_method(args.method, **method_options(params, args.method))
+    except (ParameterError, ValueError) as error:
+        print(f"error: {error}")
+        return 2
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(engine), default=str))
+        return 0
+    models = base_policies(params, args.run_dir)
+    steps = run_method(params, next(iter(models.values())), args.method, args.estimator, seed, run_dir=args.run_dir)
+    print(f"{steps.outcome.iloc[-1]}; steps table in {args.run_dir / 'steps.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
