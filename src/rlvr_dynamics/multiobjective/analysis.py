@@ -27,6 +27,13 @@ def moving_average(curve: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     return smoothed
 
 
+def smooth(curve: pd.DataFrame, window: int = 5) -> pd.DataFrame:
+    """The curve with its step-0 point kept raw and the moving average over the later points (the step-0
+    model is the same for every method, so its value must not be blurred into the first evaluations)."""
+    ordered = curve.sort_values("step")
+    return pd.concat([ordered.iloc[:1], moving_average(ordered.iloc[1:], window)], ignore_index=True)
+
+
 def improvements(curve: pd.DataFrame) -> pd.DataFrame:
     """Improvement of each objective over step 0, in its own units (see the module docstring)."""
     curve = curve.sort_values("step").reset_index(drop=True)
@@ -45,9 +52,7 @@ def interference(curve: pd.DataFrame, window: int = 5, persistence: float = 0.2)
     sacrificed); ``degraded``/``improved`` list the objectives beyond tolerance at the end (or, for
     ``degraded``, during at least ``persistence`` of the evaluation points).
     """
-    # the step-0 point is raw; the moving average starts after it so it cannot blur the reference
-    smoothed = pd.concat([curve.sort_values("step").iloc[:1], moving_average(curve.sort_values("step").iloc[1:], window)])
-    change = improvements(smoothed)
+    change = improvements(smooth(curve, window))
     final = change.iloc[-1]
     later = change.iloc[1:]
     degraded, improved, scores = [], [], {}
