@@ -78,11 +78,10 @@ class ObjectiveControl(Diagnostic):
             metrics["cost/extra_backward"] += method.n_objectives
             if self.gradient_cosines:
                 metrics |= gradient_cosines(batch.gramian)
-        reference_logps = None
+        log_ratio_to_reference = None
         if "unclipped_fraction" in method.needs:
-            reference_logps = self._reference_log_probs(output)
-            old = self._old_log_probs(output)
-            inside = (torch.exp((old - reference_logps).clamp(-20, 20)) <= 1.0 + method.epsilon).float() * mask
+            log_ratio_to_reference = self._old_log_probs(output) - self._reference_log_probs(output)
+            inside = (torch.exp(log_ratio_to_reference.clamp(-20, 20)) <= 1.0 + method.epsilon).float() * mask
             batch.unclipped_fraction = (inside.sum(1) / mask.sum(1).clamp(min=1)).double().cpu().numpy()
             metrics["cost/extra_forward"] += 1
         if method.timing == "before":
@@ -91,7 +90,7 @@ class ObjectiveControl(Diagnostic):
             trainer.set_reward_weights(method.weights().tolist())
         advantages = torch.as_tensor(method.advantages(batch), dtype=torch.float32)
         if method.combine == "pama":
-            factor = pama_token_factor(self._old_log_probs(output) - reference_logps, method.epsilon)
+            factor = pama_token_factor(log_ratio_to_reference, method.epsilon)
             advantages = advantages[:, None].to(factor.device) * factor * mask
         if method.timing == "after":
             self.pending = {"inputs": {k: output[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},
