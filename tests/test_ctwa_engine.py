@@ -113,3 +113,18 @@ def test_math500_split_matches_the_released_code():
     assert split["test"][:4].tolist() == [202, 321, 466, 373]
     assert split["val"][:4].tolist() == [370, 376, 479, 397]
     assert len(set(np.concatenate(list(split.values())))) == 500
+
+
+def test_math500_task_data_is_the_300_100_split(shared_data):
+    from rlvr_dynamics.config import CTWATrainingParams
+    from rlvr_dynamics.multiobjective.training import MATH_SUFFIX, math500_split, task_data
+    from rlvr_dynamics.tasks import load_math500
+
+    params = CTWATrainingParams(task="math500", base_model="Qwen/Qwen2.5-0.5B-Instruct", data_dir=str(shared_data),
+                                train_prompts=300, eval_prompts=100)
+    data = task_data(params)
+    problems = load_math500(shared_data / "math500")
+    test_index = math500_split()["test"]
+    assert len(data.train) == 300 and len(data.eval_prompts) == 100
+    assert data.eval_prompts[0] == [{"role": "user", "content": problems[test_index[0]].question + MATH_SUFFIX}]
+    assert data.eval_targets[:3] == [problems[i].reference for i in test_index[:3]]
