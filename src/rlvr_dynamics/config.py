@@ -409,6 +409,8 @@ class CTWATrainingParams:
     ctwa_targets: list[float] = param([0.15, 0.08, 0.08], "CTWA covariance targets c* (Table 1)", minimum=0.0)
     ctwa_weight_lr: float = param(0.05, "CTWA eta_lambda (Table 1)", minimum=0.0)
     ctwa_tau: float = param(0.1, "CTWA EMA rate tau (Table 1)", minimum=0.0)
+    ctwa_fast_weight_lr: float = param(0.5, "eta_lambda of an extra CTWA arm for short runs (first estimator, main variant, "
+                                       "label ctwa_eta<value>; 0 = no extra arm)", minimum=0.0)
     ctwa_gate: bool = param(True, "[code] gate_by_obj_targets: no weight increase once a batch mean reaches its gate")
     ctwa_gates: list[float] = param([1.0, 0.95, 0.95], "[code] obj_targets of the gate", minimum=0.0)
     dynamic_regularization: float = param(1e-5, "Dynamic weighting's regularization_factor (gap 13: re-tune per model)",

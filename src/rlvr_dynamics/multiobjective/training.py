@@ -112,22 +112,25 @@ def engine_config(params, method_name: str, estimator: str, seed: int) -> Engine
     )
 
 
-def method_options(params, method_name: str) -> dict:
+def method_options(params, method_name: str, ctwa_weight_lr: float | None = None) -> dict:
     if method_name == "ctwa":
-        return {"targets": tuple(params.ctwa_targets), "weight_learning_rate": params.ctwa_weight_lr, "tau": params.ctwa_tau,
+        eta = params.ctwa_weight_lr if ctwa_weight_lr is None else ctwa_weight_lr
+        return {"targets": tuple(params.ctwa_targets), "weight_learning_rate": eta, "tau": params.ctwa_tau,
                 "gate_targets": tuple(params.ctwa_gates) if params.ctwa_gate else None}
     if method_name == "dynamic":
         return {"regularization_factor": params.dynamic_regularization}
     return {}
 
 
-def run_method(params, model_dir: Path, method_name: str, estimator: str, seed: int, run_dir: Path | None = None) -> pd.DataFrame:
-    """One training run: the per-step table (engine metrics, method state, greedy test objectives)."""
+def run_method(params, model_dir: Path, method_name: str, estimator: str, seed: int, run_dir: Path | None = None,
+               ctwa_weight_lr: float | None = None) -> pd.DataFrame:
+    """One training run: the per-step table (engine metrics, method state, greedy test objectives).
+    ``ctwa_weight_lr`` overrides CTWA's eta_lambda; such a run is labelled ``ctwa_eta<value>``."""
     torch.set_num_threads(params.torch_threads)
     model, tokenizer = load_policy(model_dir)
     data = task_data(params)
     conciseness = ConcisenessReward()
-    method = make_method(method_name, **method_options(params, method_name))
+    method = make_method(method_name, **method_options(params, method_name, ctwa_weight_lr))
     control = ObjectiveControl(method, estimator, CLIP_EPSILON[estimator],
                                gradient_cosines=method_name in params.gradient_cosine_methods)
     evaluation = ObjectiveEval(data.eval_prompts, data.eval_targets, conciseness, params.eval_every * params.updates_per_batch,
@@ -138,7 +141,8 @@ def run_method(params, model_dir: Path, method_name: str, estimator: str, seed: 
                           [GradNorms(), control, evaluation], run_dir)
     steps = result.steps
     steps["generation_step"] = np.ceil(steps.step / params.updates_per_batch).astype(int)
-    return steps.assign(method=method_name, estimator=estimator, seed=seed, outcome=result.outcome,
+    label = method_name if ctwa_weight_lr is None else f"ctwa_eta{ctwa_weight_lr:g}"
+    return steps.assign(method=label, estimator=estimator, seed=seed, outcome=result.outcome,
                         seconds=time.perf_counter() - started)
 
 
@@ -148,13 +152,18 @@ class Job:
     estimator: str
     method: str
     seed: int
+    ctwa_weight_lr: float | None = None
 
 
 def experiment_jobs(params, variants: list[str]) -> list[Job]:
-    """Main grid on the first variant (every method x estimator x seed) and the model-dependence runs
-    (``variant_methods`` on the other variants, first estimator)."""
+    """Main grid on the first variant (every method x estimator x seed), the extra CTWA arm
+    (``ctwa_fast_weight_lr``, first estimator) and the model-dependence runs (``variant_methods`` on the
+    other variants, first estimator)."""
     main, others = variants[0], variants[1:]
     jobs = [Job(main, e, m, params.seed + s) for e in params.estimators for s in range(params.seeds) for m in params.methods]
+    if params.ctwa_fast_weight_lr > 0:
+        eta = params.ctwa_fast_weight_lr
+        jobs += [Job(main, params.estimators[0], "ctwa", params.seed + s, eta) for s in range(params.seeds)]
     jobs += [Job(v, params.estimators[0], m, params.seed + s) for v in others for s in range(params.seeds)
              for m in params.variant_methods]
     return jobs
@@ -163,9 +172,10 @@ def experiment_jobs(params, variants: list[str]) -> list[Job]:
 def run_jobs(params, jobs: list[Job], models: dict[str, Path], run_root: Path | None = None) -> pd.DataFrame:
     frames = []
     for job in tqdm(jobs, desc="runs", disable=not params.progress_bar):
-        run_dir = None if run_root is None else run_root / f"{job.variant}_{job.estimator}_{job.method}_s{job.seed}"
-        frames.append(run_method(params, models[job.variant], job.method, job.estimator, job.seed, run_dir).assign(
-            variant=job.variant))
+        label = job.method if job.ctwa_weight_lr is None else f"ctwa_eta{job.ctwa_weight_lr:g}"
+        run_dir = None if run_root is None else run_root / f"{job.variant}_{job.estimator}_{label}_s{job.seed}"
+        frames.append(run_method(params, models[job.variant], job.method, job.estimator, job.seed, run_dir,
+                                 job.ctwa_weight_lr).assign(variant=job.variant))
     return pd.concat(frames, ignore_index=True)
 
 
